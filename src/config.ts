@@ -1,0 +1,81 @@
+// The only reader of process.env. Values are validated once at start-up and frozen; a bad value
+// stops the process with a message naming the variable.
+
+export interface Config {
+  /** TCP port for every protocol (gRPC, gRPC-Web, Connect, REST). PORT, default 8080. */
+  port: number;
+  /** Listen address. HOST, default 0.0.0.0. */
+  host: string;
+  /** Postgres connection string. DATABASE_URL; unset selects embedded PGlite. */
+  databaseUrl: string | undefined;
+  /** PGlite data folder when DATABASE_URL is unset. TENANTD_DATA_DIR, default ./data. */
+  dataDir: string;
+  /** Redis connection string. REDIS_URL; unset selects the in-process limiter and counters. */
+  redisUrl: string | undefined;
+  /** Where the bootstrap owner key is written (mode 0600) instead of stdout. TENANTD_OWNER_KEY_FILE. */
+  ownerKeyFile: string | undefined;
+  /** Largest accepted request body. TENANTD_MAX_REQUEST_BYTES, default 1 MiB. */
+  maxRequestBytes: number;
+  /** Longest a request may run; a client's shorter deadline wins. TENANTD_REQUEST_TIMEOUT_MS, default 10 s. */
+  requestTimeoutMs: number;
+  /** How long shutdown waits for in-flight calls. TENANTD_SHUTDOWN_GRACE_MS, default 10 s. */
+  shutdownGraceMs: number;
+  /** Bound on every SQL statement. TENANTD_DB_TIMEOUT_MS, default 5 s. */
+  dbTimeoutMs: number;
+  /** Bound on every Redis command. TENANTD_REDIS_TIMEOUT_MS, default 100 ms. */
+  redisTimeoutMs: number;
+  /** How long a verified key stays in the in-process cache. TENANTD_KEY_CACHE_TTL_MS, default 30 s. */
+  keyCacheTtlMs: number;
+  /** How often batched last-used times are written. TENANTD_LAST_USED_FLUSH_MS, default 5 s. */
+  lastUsedFlushMs: number;
+  /** debug | info | warn | error | silent. LOG_LEVEL, default info. */
+  logLevel: LogLevel;
+}
+
+export type LogLevel = "debug" | "info" | "warn" | "error" | "silent";
+
+function int(env: NodeJS.ProcessEnv, name: string, def: number, min: number, max: number): number {
+  const raw = env[name];
+  if (raw === undefined || raw === "") return def;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < min || n > max) {
+    throw new Error(`${name} must be an integer between ${min} and ${max}, got "${raw}"`);
+  }
+  return n;
+}
+
+function str(env: NodeJS.ProcessEnv, name: string): string | undefined {
+  const v = env[name];
+  return v === undefined || v === "" ? undefined : v;
+}
+
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Readonly<Config> {
+  const logLevel = (str(env, "LOG_LEVEL") ?? "info") as LogLevel;
+  if (!["debug", "info", "warn", "error", "silent"].includes(logLevel)) {
+    throw new Error(`LOG_LEVEL must be one of debug, info, warn, error, silent, got "${logLevel}"`);
+  }
+  const databaseUrl = str(env, "DATABASE_URL");
+  if (databaseUrl !== undefined && !/^postgres(ql)?:\/\//.test(databaseUrl)) {
+    throw new Error("DATABASE_URL must start with postgres:// or postgresql://");
+  }
+  const redisUrl = str(env, "REDIS_URL");
+  if (redisUrl !== undefined && !/^rediss?:\/\//.test(redisUrl)) {
+    throw new Error("REDIS_URL must start with redis:// or rediss://");
+  }
+  return Object.freeze({
+    port: int(env, "PORT", 8080, 0, 65535),
+    host: str(env, "HOST") ?? "0.0.0.0",
+    databaseUrl,
+    dataDir: str(env, "TENANTD_DATA_DIR") ?? "./data",
+    redisUrl,
+    ownerKeyFile: str(env, "TENANTD_OWNER_KEY_FILE"),
+    maxRequestBytes: int(env, "TENANTD_MAX_REQUEST_BYTES", 1024 * 1024, 1024, 64 * 1024 * 1024),
+    requestTimeoutMs: int(env, "TENANTD_REQUEST_TIMEOUT_MS", 10_000, 100, 600_000),
+    shutdownGraceMs: int(env, "TENANTD_SHUTDOWN_GRACE_MS", 10_000, 0, 600_000),
+    dbTimeoutMs: int(env, "TENANTD_DB_TIMEOUT_MS", 5_000, 50, 600_000),
+    redisTimeoutMs: int(env, "TENANTD_REDIS_TIMEOUT_MS", 100, 5, 60_000),
+    keyCacheTtlMs: int(env, "TENANTD_KEY_CACHE_TTL_MS", 30_000, 0, 3_600_000),
+    lastUsedFlushMs: int(env, "TENANTD_LAST_USED_FLUSH_MS", 5_000, 10, 600_000),
+    logLevel,
+  });
+}
