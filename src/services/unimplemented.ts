@@ -1,0 +1,25 @@
+import type { DescService } from "@bufbuild/protobuf";
+import { DomainError } from "../domain/errors.js";
+
+/**
+ * An implementation of a service whose RPCs are declared in the contract but not built yet: each
+ * answers UNIMPLEMENTED with reason NOT_IMPLEMENTED, after the same authentication and permission
+ * checks as a built RPC.
+ */
+export function unimplementedService(service: DescService): Record<string, () => Promise<never>> {
+  return Object.fromEntries(
+    service.methods.map((m) => [
+      m.localName,
+      async () => {
+        throw new DomainError(
+          "unimplemented",
+          "NOT_IMPLEMENTED",
+          `${service.typeName}/${m.name} is not implemented yet`,
+          {
+            metadata: { method: `${service.typeName}/${m.name}` },
+          },
+        );
+      },
+    ]),
+  );
+}
