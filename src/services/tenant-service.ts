@@ -127,30 +127,19 @@ export function createTenantService(deps: TenantServiceDeps): ServiceImpl<typeof
         fields.add(p as UpdatableField);
       }
     } else {
-      fields = new Set(
-        allowed.filter((f) => {
-          switch (f) {
-            case "metadata":
-              return Object.keys(req.metadata).length > 0;
-            case "name":
-              return req.name !== undefined;
-            case "email":
-              return req.email !== undefined;
-            case "plan":
-              return req.plan !== undefined;
-            case "status":
-              return req.status !== undefined;
-            case "default_currency":
-              return req.defaultCurrency !== undefined;
-            case "timezone":
-              return req.timezone !== undefined;
-            case "webhook_url":
-              return req.webhookUrl !== undefined;
-            case "webhook_enabled":
-              return req.webhookEnabled !== undefined;
-          }
-        }),
-      );
+      const present: Record<UpdatableField, boolean> = {
+        name: req.name !== undefined,
+        email: req.email !== undefined,
+        plan: req.plan !== undefined,
+        status: req.status !== undefined,
+        default_currency: req.defaultCurrency !== undefined,
+        timezone: req.timezone !== undefined,
+        webhook_url: req.webhookUrl !== undefined,
+        webhook_enabled: req.webhookEnabled !== undefined,
+        // A map has no presence: an empty map means "unchanged" unless update_mask names it.
+        metadata: Object.keys(req.metadata).length > 0,
+      };
+      fields = new Set(allowed.filter((f) => present[f]));
     }
     const patch: TenantPatch = {};
     const violations: Array<Omit<FieldViolation, "reason">> = [];
