@@ -1,4 +1,5 @@
 import type { DescService } from "@bufbuild/protobuf";
+import type { ServiceImpl } from "@connectrpc/connect";
 import { DomainError } from "../domain/errors.js";
 
 /**
@@ -6,8 +7,8 @@ import { DomainError } from "../domain/errors.js";
  * answers UNIMPLEMENTED with reason NOT_IMPLEMENTED, after the same authentication and permission
  * checks as a built RPC.
  */
-export function unimplementedService(service: DescService): Record<string, () => Promise<never>> {
-  return Object.fromEntries(
+export function unimplementedService<S extends DescService>(service: S): ServiceImpl<S> {
+  const impl = Object.fromEntries(
     service.methods.map((m) => [
       m.localName,
       async () => {
@@ -22,4 +23,5 @@ export function unimplementedService(service: DescService): Record<string, () =>
       },
     ]),
   );
+  return impl as unknown as ServiceImpl<S>;
 }

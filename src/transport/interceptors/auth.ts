@@ -6,6 +6,7 @@ import { type CallScope, scopeKey } from "../../services/context.js";
 import type { KeyVerifier } from "../../services/key-verifier.js";
 import type { TenantStore } from "../../store/ports.js";
 import { Audience, accessOf } from "../access.js";
+import { addLogFields } from "../logging.js";
 
 // Authentication and scope, the same for every protocol:
 //   1. `authorization: Bearer <key>` → principal (malformed keys refused before any lookup);
@@ -114,6 +115,7 @@ export function authInterceptor(deps: AuthDeps): Interceptor {
       requestId: deps.requestIdOf(req.contextValues),
     };
     req.contextValues.set(scopeKey, scope);
+    addLogFields(req.contextValues, { key_id: keyId, ...(tenantId ? { tenant_id: tenantId } : {}) });
     return next(req);
   };
 }

@@ -1,0 +1,13 @@
+# tenantd image: Node 20, production dependencies plus tsx (the server runs its TypeScript
+# sources directly, as `npm start` does).
+FROM node:20-bookworm-slim
+WORKDIR /app
+COPY package.json package-lock.json ./
+RUN npm ci --omit=dev --no-audit --no-fund
+COPY gen ./gen
+COPY src ./src
+COPY tsconfig.json ./
+ENV NODE_ENV=production PORT=8080
+EXPOSE 8080
+USER node
+CMD ["node", "--import", "tsx", "src/main.ts"]
