@@ -1,0 +1,192 @@
+// Composition root: the only place that picks concrete adapters. It builds the stores, the
+// cache-invalidation bus, the key verifier, the services and the transport, and returns an App
+// with listen() and close(). main.ts reads the config and handles signals; tests build an App
+// with an injected clock and a test database.
+import { randomBytes } from "node:crypto";
+import type { DescService } from "@bufbuild/protobuf";
+import type { ConnectRouter } from "@connectrpc/connect";
+import type { Redis } from "ioredis";
+import { file_google_rpc_error_details } from "../gen/google/rpc/error_details_pb.js";
+import { ConfigService } from "../gen/tenantd/v1/config_service_pb.js";
+import { KeyService } from "../gen/tenantd/v1/key_service_pb.js";
+import { LimitService } from "../gen/tenantd/v1/limit_service_pb.js";
+import { TenantService } from "../gen/tenantd/v1/tenant_service_pb.js";
+import { UsageService } from "../gen/tenantd/v1/usage_service_pb.js";
+import type { Config } from "./config.js";
+import { type Clock, systemClock } from "./domain/clock.js";
+import { PageTokens } from "./domain/page-token.js";
+import { createAuditRecorder } from "./services/audit.js";
+import { bootstrapOwnerKey } from "./services/bootstrap.js";
+import { createLocalInvalidationBus, type InvalidationBus } from "./services/invalidation.js";
+import { createKeyService } from "./services/key-service.js";
+import { KeyVerifier } from "./services/key-verifier.js";
+import { createTenantService } from "./services/tenant-service.js";
+import { unimplementedService } from "./services/unimplemented.js";
+import type { Stores } from "./store/ports.js";
+import { type Database, openDatabase } from "./store/postgres/database.js";
+import { createPostgresStores } from "./store/postgres/index.js";
+import { migrateAll } from "./store/postgres/migrate.js";
+import { createRedis, whenReady } from "./store/redis/client.js";
+import { createRedisInvalidationBus } from "./store/redis/invalidation-bus.js";
+import { assertAccessDeclared } from "./transport/access.js";
+import { type HealthService, healthHttpHandler, registerHealth } from "./transport/health.js";
+import { authInterceptor } from "./transport/interceptors/auth.js";
+import { errorInterceptor } from "./transport/interceptors/errors.js";
+import { validationInterceptor } from "./transport/interceptors/validation.js";
+import { createLogger, type Logger, requestIdKey } from "./transport/logging.js";
+import { registerReflection } from "./transport/reflection.js";
+import { createServer, type Server } from "./transport/server.js";
+
+/** The five tenantd services, in the order reflection lists them. */
+export const TENANTD_SERVICES: DescService[] = [TenantService, KeyService, ConfigService, LimitService, UsageService];
+/** Declared in the contract, answering UNIMPLEMENTED until built (see the README's table). */
+export const PENDING_SERVICES: DescService[] = [ConfigService, LimitService, UsageService];
+
+export interface AppOptions {
+  clock?: Clock;
+  log?: Logger;
+  /** An already open (and migrated) database, e.g. a test database. */
+  database?: Database;
+  /** Where the bootstrap banner goes; default stdout. */
+  print?: (text: string) => void;
+}
+
+export interface App {
+  readonly config: Readonly<Config>;
+  readonly stores: Stores;
+  readonly verifier: KeyVerifier;
+  readonly bus: InvalidationBus;
+  /** The owner key created by this start's bootstrap, if any (tests use it). */
+  readonly bootstrapKey: string | undefined;
+  listen(port?: number, host?: string): Promise<{ port: number }>;
+  /** Graceful: stops accepting, drains in-flight calls, flushes batches, closes pools. */
+  close(): Promise<void>;
+}
+
+export async function createApp(config: Readonly<Config>, opts: AppOptions = {}): Promise<App> {
+  const clock = opts.clock ?? systemClock;
+  const log = opts.log ?? createLogger(config.logLevel);
+  const print = opts.print ?? ((t: string) => process.stdout.write(t));
+
+  const ownsDatabase = opts.database === undefined;
+  const db =
+    opts.database ??
+    (await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, dbTimeoutMs: config.dbTimeoutMs }));
+  let redis: Redis | undefined;
+  let subscriber: Redis | undefined;
+  try {
+    if (ownsDatabase) {
+      await migrateAll(db, {
+        onProgress: (p) => log.info("migrate", { ...p }),
+      });
+    }
+    const stores = createPostgresStores(db);
+
+    let bus: InvalidationBus;
+    if (config.redisUrl) {
+      redis = createRedis({ url: config.redisUrl, timeoutMs: config.redisTimeoutMs, name: "tenantd" });
+      subscriber = createRedis({ url: config.redisUrl, timeoutMs: config.redisTimeoutMs, name: "tenantd-sub" });
+      redis.on("error", (err) => log.debug("redis error", { error: String(err) }));
+      await whenReady(redis, 5000).catch((err) => log.warn("redis not ready at start", { error: String(err) }));
+      bus = createRedisInvalidationBus({
+        publisher: redis,
+        subscriber,
+        onError: (err) => log.warn("invalidation bus", { error: String(err) }),
+      });
+    } else {
+      bus = createLocalInvalidationBus();
+    }
+
+    const pageSecret = await stores.settings.getOrCreate("page_token_secret", () => randomBytes(32).toString("hex"));
+    const pageTokens = new PageTokens(Buffer.from(pageSecret, "hex"), () => clock.now());
+    const verifier = new KeyVerifier({
+      keys: stores.keys,
+      bus,
+      clock,
+      ttlMs: config.keyCacheTtlMs,
+      flushMs: config.lastUsedFlushMs,
+      onFlushError: (err) => log.warn("last-used flush failed", { error: String(err) }),
+    });
+    const audit = createAuditRecorder({
+      audit: stores.audit,
+      clock,
+      onError: (err) => log.error("audit write failed", { error: String(err) }),
+    });
+
+    const tenantService = createTenantService({ tenants: stores.tenants, clock, pageTokens, bus, audit });
+    const keyService = createKeyService({
+      keys: stores.keys,
+      tenants: stores.tenants,
+      verifier,
+      clock,
+      pageTokens,
+      bus,
+      audit,
+    });
+    assertAccessDeclared(TENANTD_SERVICES);
+
+    const probes: Record<string, () => Promise<void>> = { postgres: () => stores.ping() };
+    if (redis) {
+      const r = redis;
+      probes.redis = async () => {
+        await r.ping();
+      };
+    }
+    let health!: HealthService;
+    const routes = (router: ConnectRouter) => {
+      router.service(TenantService, tenantService);
+      router.service(KeyService, keyService);
+      for (const s of PENDING_SERVICES) router.service(s, unimplementedService(s));
+      health = registerHealth(router, { probes, log, services: TENANTD_SERVICES.map((s) => s.typeName) });
+      registerReflection(router, { extraFiles: [file_google_rpc_error_details] });
+    };
+    const server: Server = createServer({
+      routes,
+      interceptors: [
+        errorInterceptor((err, procedure) => log.error("internal error", { procedure, error: errorText(err) })),
+        authInterceptor({
+          verifier,
+          tenants: stores.tenants,
+          requestIdOf: (values) => values.get(requestIdKey),
+        }),
+        validationInterceptor(),
+      ],
+      maxRequestBytes: config.maxRequestBytes,
+      requestTimeoutMs: config.requestTimeoutMs,
+      log,
+      fallback: (req, res) => healthHttpHandler(health)(req, res),
+    });
+
+    const boot = await bootstrapOwnerKey({ keys: stores.keys, clock, ownerKeyFile: config.ownerKeyFile, print });
+
+    let closing: Promise<void> | undefined;
+    return {
+      config,
+      stores,
+      verifier,
+      bus,
+      bootstrapKey: boot.apiKey,
+      listen: (port = config.port, host = config.host) => server.listen(port, host),
+      close() {
+        closing ??= (async () => {
+          await server.close(config.shutdownGraceMs);
+          await verifier.close().catch((err) => log.warn("last-used flush at close failed", { error: String(err) }));
+          await bus.close();
+          redis?.disconnect();
+          if (ownsDatabase) await stores.close();
+        })();
+        return closing;
+      },
+    };
+  } catch (err) {
+    subscriber?.disconnect();
+    redis?.disconnect();
+    if (ownsDatabase) await db.close();
+    throw err;
+  }
+}
+
+function errorText(err: unknown): string {
+  if (err instanceof Error) return err.stack ?? err.message;
+  return String(err);
+}

@@ -1,0 +1,106 @@
+// Migrations of the control schema `tenantd`: tenants, keys, tombstones, idempotency claims,
+// server settings and the bookkeeping of tenant schema versions. Each migration is an ordered
+// list of SQL statements applied in one transaction together with its row in
+// `tenantd.schema_migrations`. Migrations are append-only: never edit one that has shipped, add
+// the next version instead. Every statement names the schema explicitly (see tenant.ts for why).
+
+export interface ControlMigration {
+  version: number;
+  name: string;
+  statements: readonly string[];
+}
+
+export const CONTROL_SCHEMA = "tenantd";
+
+/**
+ * Statements that make the migrator's own bookkeeping exist; idempotent, run before anything
+ * else on every migrateAll (under the advisory lock).
+ */
+export const CONTROL_BOOTSTRAP: readonly string[] = [
+  "create schema if not exists tenantd",
+  `create table if not exists tenantd.schema_migrations (
+    version integer primary key,
+    name text not null,
+    applied_at timestamptz not null default now()
+  )`,
+];
+
+export const CONTROL_MIGRATIONS: readonly ControlMigration[] = [
+  {
+    version: 1,
+    name: "control schema",
+    statements: [
+      `create table tenantd.tenants (
+        id text primary key,
+        name text not null,
+        email text not null,
+        slug text not null constraint tenants_slug_key unique,
+        environment text not null check (environment in ('sandbox', 'live')),
+        status text not null check (status in ('active', 'suspended')),
+        plan text not null,
+        default_currency text not null,
+        timezone text not null,
+        webhook_url text not null default '',
+        webhook_enabled boolean not null default false,
+        metadata jsonb not null default '{}',
+        created_at timestamptz not null,
+        updated_at timestamptz not null,
+        version integer not null default 1
+      )`,
+      // Serves ListTenants' keyset pagination on (created_at desc, id desc).
+      "create index tenants_list_idx on tenantd.tenants (created_at desc, id desc)",
+      `create table tenantd.keys (
+        kid text primary key,
+        tenant_id text references tenantd.tenants (id) on delete cascade,
+        kind text not null check (kind in ('owner', 'tenant')),
+        env text not null check (env in ('live', 'test')),
+        label text not null default '',
+        permissions jsonb not null default '[]',
+        hash text not null,
+        last_four text not null,
+        created_at timestamptz not null,
+        expires_at timestamptz,
+        revoked_at timestamptz,
+        last_used_at timestamptz,
+        rotated_at timestamptz,
+        prev_hash text,
+        prev_valid_until timestamptz,
+        prev_last_used_at timestamptz,
+        constraint keys_owner_has_no_tenant check ((kind = 'owner') = (tenant_id is null))
+      )`,
+      // Serves ListKeys per tenant (and owner keys, tenant_id null) in (created_at desc, kid desc).
+      "create index keys_list_idx on tenantd.keys (tenant_id, created_at desc, kid desc)",
+      `create table tenantd.tombstones (
+        tenant_id text primary key,
+        slug text not null,
+        deleted_at timestamptz not null,
+        deleted_by text not null
+      )`,
+      "create index tombstones_slug_idx on tenantd.tombstones (slug)",
+      `create table tenantd.idempotency (
+        scope text not null,
+        request_id text not null,
+        request_hash text not null,
+        resource_id text not null,
+        created_at timestamptz not null default now(),
+        primary key (scope, request_id)
+      )`,
+      // Deleting a tenant removes the claims that point at it.
+      "create index idempotency_resource_idx on tenantd.idempotency (resource_id)",
+      `create table tenantd.settings (
+        name text primary key,
+        value text not null
+      )`,
+      // The version each tenant schema has reached; migrateAll selects the tenants behind from here
+      // in one indexed query instead of probing every schema.
+      `create table tenantd.tenant_schema_versions (
+        tenant_id text primary key references tenantd.tenants (id) on delete cascade,
+        version integer not null,
+        migrated_at timestamptz not null default now()
+      )`,
+      "create index tenant_schema_versions_version_idx on tenantd.tenant_schema_versions (version)",
+    ],
+  },
+];
+
+export const CONTROL_SCHEMA_VERSION = CONTROL_MIGRATIONS[CONTROL_MIGRATIONS.length - 1]?.version ?? 0;
