@@ -77,7 +77,10 @@ export async function createApp(config: Readonly<Config>, opts: AppOptions = {})
   try {
     if (ownsDatabase) {
       await migrateAll(db, {
-        onProgress: (p) => log.info("migrate", { ...p }),
+        // One line per phase: start-up with many tenants should not print one line per schema.
+        onProgress: (p) => {
+          if (p.done === p.total) log.info("migrated", { ...p });
+        },
       });
     }
     const stores = createPostgresStores(db);

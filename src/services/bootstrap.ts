@@ -6,8 +6,8 @@ import { issueKey } from "./key-service.js";
 
 // The first start on an empty store creates an owner key holding every permission and shows it
 // once: printed between clearly marked lines, or written to TENANTD_OWNER_KEY_FILE (mode 0600)
-// when that is set. Later starts find an owner key and do nothing. Lost it? Stop the server,
-// and create another with the `npm run owner-key` command, which needs database access.
+// when that is set. Later starts find an owner key and do nothing. Lost every owner key?
+// `npm run owner-key` creates another; it needs database access (on PGlite, the server stopped).
 
 export async function bootstrapOwnerKey(deps: {
   keys: Pick<KeyStore, "anyOwnerKey" | "insert">;
