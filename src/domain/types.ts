@@ -77,7 +77,11 @@ export interface AuditEvent {
   /** The key that made the call (`key_…`). */
   actorKeyId: string;
   actorKind: KeyKind;
-  /** True when an owner key acted on behalf of the tenant with `x-tenant-id`. */
+  /**
+   * True when an owner key acted on the tenant: on its behalf with `x-tenant-id`, or through an
+   * owner RPC that names it (UpdateTenant, CreateKey with tenant_id …). False for the tenant's own
+   * keys.
+   */
   actingAs: boolean;
   /** Full RPC name, e.g. `tenantd.v1.KeyService/RevokeKey`. */
   method: string;

@@ -20,7 +20,7 @@ import type { Clock } from "../domain/clock.js";
 import { DomainError, type FieldViolation, immutableField, invalidFields, tenantNotFound } from "../domain/errors.js";
 import { isTenantId, newId } from "../domain/ids.js";
 import { type PageTokens, pageSize } from "../domain/page-token.js";
-import type { TenantPatch, TenantRecord } from "../domain/types.js";
+import type { TenantEnvironment, TenantPatch, TenantRecord } from "../domain/types.js";
 import { isCurrency, isTimeZone, isWebhookUrl, SLUG_RE, slugify } from "../domain/values.js";
 import type { TenantStore } from "../store/ports.js";
 import type { AuditRecorder } from "./audit.js";
@@ -38,10 +38,21 @@ export interface TenantServiceDeps {
 }
 
 const SVC = "tenantd.v1.TenantService";
+/** How long a CreateTenant request_id is remembered (the contract says 24 hours). */
+const REQUEST_ID_TTL_MS = 24 * 60 * 60 * 1000;
 
-/** Checks values protovalidate cannot: time zone, currency, webhook URL and its switch. */
+/**
+ * Checks values protovalidate cannot: time zone, currency, webhook URL (https only for live
+ * tenants: plain http is a sandbox convenience) and its switch.
+ */
 function checkSettings(
-  s: { timezone?: string; defaultCurrency?: string; webhookUrl?: string; webhookEnabled?: boolean },
+  s: {
+    environment: TenantEnvironment;
+    timezone?: string;
+    defaultCurrency?: string;
+    webhookUrl?: string;
+    webhookEnabled?: boolean;
+  },
   violations: Array<Omit<FieldViolation, "reason">>,
 ): void {
   if (s.timezone !== undefined && !isTimeZone(s.timezone)) {
@@ -52,6 +63,8 @@ function checkSettings(
   }
   if (s.webhookUrl !== undefined && s.webhookUrl !== "" && !isWebhookUrl(s.webhookUrl)) {
     violations.push({ field: "webhook_url", description: "must be an http(s) URL with a host and no credentials" });
+  } else if (s.environment === "live" && s.webhookUrl?.startsWith("http://")) {
+    violations.push({ field: "webhook_url", description: "must be an https URL for a live tenant" });
   }
   if (s.webhookEnabled === true && (s.webhookUrl ?? "") === "") {
     violations.push({ field: "webhook_enabled", description: "needs a webhook_url" });
@@ -181,6 +194,7 @@ export function createTenantService(deps: TenantServiceDeps): ServiceImpl<typeof
     }
     checkSettings(
       {
+        environment: current.environment,
         timezone: patch.timezone,
         defaultCurrency: patch.defaultCurrency,
         webhookUrl: patch.webhookUrl ?? current.webhookUrl,
@@ -253,6 +267,7 @@ export function createTenantService(deps: TenantServiceDeps): ServiceImpl<typeof
       const scope = scopeOf(ctx);
       const violations: Array<Omit<FieldViolation, "reason">> = [];
       const settings = {
+        environment: tenantEnvFromProto(req.environment) ?? ("sandbox" as const),
         timezone: req.timezone || "UTC",
         defaultCurrency: req.defaultCurrency || "USD",
         webhookUrl: req.webhookUrl,
@@ -267,7 +282,12 @@ export function createTenantService(deps: TenantServiceDeps): ServiceImpl<typeof
       const claim =
         req.requestId === ""
           ? undefined
-          : { scope: "CreateTenant", requestId: req.requestId, requestHash: requestHash(req) };
+          : {
+              scope: "CreateTenant",
+              requestId: req.requestId,
+              requestHash: requestHash(req),
+              ttlMs: REQUEST_ID_TTL_MS,
+            };
       for (let attempt = 0; attempt < 3; attempt++) {
         const now = clock.now();
         const record: TenantRecord = {
@@ -275,7 +295,7 @@ export function createTenantService(deps: TenantServiceDeps): ServiceImpl<typeof
           name: req.name,
           email: req.email,
           slug: req.slug !== "" ? req.slug : await uniqueDerivedSlug(req.name),
-          environment: tenantEnvFromProto(req.environment) ?? "sandbox",
+          environment: settings.environment,
           status: "active",
           plan: req.plan || "free",
           defaultCurrency: settings.defaultCurrency,

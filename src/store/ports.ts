@@ -26,6 +26,8 @@ export interface IdempotencyClaim {
   requestId: string;
   /** SHA-256 of the canonical request body. */
   requestHash: string;
+  /** How long a claim binds its request id; an older claim is forgotten and the id reusable. */
+  ttlMs: number;
 }
 
 export type CreateTenantResult =

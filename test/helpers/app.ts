@@ -13,6 +13,7 @@ import { TenantService } from "../../gen/tenantd/v1/tenant_service_pb.js";
 import { type App, createApp } from "../../src/app.js";
 import { type Config, loadConfig } from "../../src/config.js";
 import { ManualClock } from "../../src/domain/clock.js";
+import type { Database } from "../../src/store/postgres/database.js";
 import { createLogger } from "../../src/transport/logging.js";
 import { openTestDatabase } from "./database.js";
 
@@ -21,6 +22,8 @@ export const PROTOCOLS: Protocol[] = ["grpc", "connect", "grpc-web"];
 
 export interface Harness {
   app: App;
+  /** The app's database, for assertions the stores cannot make (e.g. that a schema is gone). */
+  db: Database;
   clock: ManualClock;
   baseUrl: string;
   port: number;
@@ -74,6 +77,7 @@ export async function startHarness(overrides: Partial<Config> = {}): Promise<Har
   });
   const harness: Harness = {
     app,
+    db: testDb.db,
     clock,
     baseUrl,
     port,

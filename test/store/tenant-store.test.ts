@@ -59,7 +59,7 @@ describe(`TenantStore (${backend})`, () => {
       const t = makeTenant();
       // Occupy the schema name so that createTenantSchema fails after the row was inserted.
       await tdb.db.knex.raw(`create schema "${tenantSchemaName(t.id)}"`);
-      const claim = { scope: "test", requestId: `r-${uniqueSuffix()}`, requestHash: "h1" };
+      const claim = { scope: "test", requestId: `r-${uniqueSuffix()}`, requestHash: "h1", ttlMs: 86_400_000 };
       await expect(stores.tenants.create(t, claim)).rejects.toThrow(/already exists/);
       expect(await stores.tenants.get(t.id)).toBeNull();
       expect(await stores.tenants.slugInUse(t.slug)).toBe(false);
@@ -72,7 +72,12 @@ describe(`TenantStore (${backend})`, () => {
   describe("idempotency", () => {
     it("100 concurrent identical creates produce exactly one tenant", async () => {
       const slug = `same-${uniqueSuffix()}`;
-      const claim = { scope: "CreateTenant", requestId: `req-${uniqueSuffix()}`, requestHash: "hash-a" };
+      const claim = {
+        scope: "CreateTenant",
+        requestId: `req-${uniqueSuffix()}`,
+        requestHash: "hash-a",
+        ttlMs: 86_400_000,
+      };
       // Each request gets its own generated id, as the service would do.
       const attempts = Array.from({ length: 100 }, () => makeTenant({ slug }));
       const results = await Promise.all(attempts.map((t) => stores.tenants.create(t, claim)));
@@ -91,7 +96,12 @@ describe(`TenantStore (${backend})`, () => {
     });
 
     it("answers conflict for the same request id with another body", async () => {
-      const claim = { scope: "CreateTenant", requestId: `req-${uniqueSuffix()}`, requestHash: "hash-a" };
+      const claim = {
+        scope: "CreateTenant",
+        requestId: `req-${uniqueSuffix()}`,
+        requestHash: "hash-a",
+        ttlMs: 86_400_000,
+      };
       const first = makeTenant();
       expect((await stores.tenants.create(first, claim)).kind).toBe("created");
       const other = makeTenant();
@@ -101,8 +111,25 @@ describe(`TenantStore (${backend})`, () => {
       expect((await stores.tenants.create(other, { ...claim, scope: "other" })).kind).toBe("created");
     });
 
+    it("forgets a claim older than its ttl: the request id makes a new tenant", async () => {
+      const claim = { scope: "CreateTenant", requestId: `req-${uniqueSuffix()}`, requestHash: "hash-a", ttlMs: 60_000 };
+      const first = makeTenant();
+      expect((await stores.tenants.create(first, claim)).kind).toBe("created");
+      const later = { ...makeTenant(), createdAt: first.createdAt + 60_000, updatedAt: first.createdAt + 60_000 };
+      const again = await stores.tenants.create(later, { ...claim, requestHash: "hash-b" });
+      expect(again.kind).toBe("created");
+      // Within the ttl of the new claim, the id replays the new tenant.
+      const replay = await stores.tenants.create(makeTenant(), { ...claim, requestHash: "hash-b" });
+      expect(replay).toMatchObject({ kind: "replayed", tenant: { id: later.id } });
+    });
+
     it("replays the tenant as it is now", async () => {
-      const claim = { scope: "CreateTenant", requestId: `req-${uniqueSuffix()}`, requestHash: "hash-a" };
+      const claim = {
+        scope: "CreateTenant",
+        requestId: `req-${uniqueSuffix()}`,
+        requestHash: "hash-a",
+        ttlMs: 86_400_000,
+      };
       const t = makeTenant();
       await stores.tenants.create(t, claim);
       const updated = await stores.tenants.update(t.id, { name: "Renamed" }, T0 + 1000);
@@ -223,7 +250,7 @@ describe(`TenantStore (${backend})`, () => {
     });
 
     it("forgets the create's idempotency claim, so a retried create makes a new tenant", async () => {
-      const claim = { scope: "CreateTenant", requestId: `req-${uniqueSuffix()}`, requestHash: "h" };
+      const claim = { scope: "CreateTenant", requestId: `req-${uniqueSuffix()}`, requestHash: "h", ttlMs: 86_400_000 };
       const t = makeTenant();
       await stores.tenants.create(t, claim);
       await stores.tenants.delete(t.id, "key_x", T0);

@@ -38,7 +38,7 @@ describe(`store timings (${backend})`, () => {
     const create: number[] = [];
     for (let i = 0; i < N; i++) {
       const t = makeTenant();
-      const claim = { scope: "CreateTenant", requestId: `req-${uniqueSuffix()}`, requestHash: "h" };
+      const claim = { scope: "CreateTenant", requestId: `req-${uniqueSuffix()}`, requestHash: "h", ttlMs: 86_400_000 };
       const start = performance.now();
       const res = await tdb.stores.tenants.create(t, claim);
       create.push(performance.now() - start);

@@ -29,6 +29,18 @@ export function createTenantStore(knex: Knex): TenantStore {
             // insert wins, the others wait on its row lock until it commits, then insert nothing
             // and read the winner's claim (visible to their next statement under READ
             // COMMITTED). If the winner rolls back, a waiter's insert goes through instead.
+            // Claims bind their request id for ttlMs only: an expired claim for this id is
+            // dropped first, and now and then every expired claim is purged so the table stays
+            // small.
+            const cutoff = new Date(tenant.createdAt - idem.ttlMs);
+            await trx.raw("delete from tenantd.idempotency where scope = ? and request_id = ? and created_at <= ?", [
+              idem.scope,
+              idem.requestId,
+              cutoff,
+            ]);
+            if (Math.random() < 0.01) {
+              await trx.raw("delete from tenantd.idempotency where created_at <= ?", [cutoff]);
+            }
             const claimed = await rowsOf(
               trx.raw(
                 `insert into tenantd.idempotency (scope, request_id, request_hash, resource_id, created_at)
