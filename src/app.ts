@@ -29,12 +29,13 @@ import { migrateAll } from "./store/postgres/migrate.js";
 import { createRedis, whenReady } from "./store/redis/client.js";
 import { createRedisInvalidationBus } from "./store/redis/invalidation-bus.js";
 import { assertAccessDeclared } from "./transport/access.js";
-import { type HealthService, healthHttpHandler, registerHealth } from "./transport/health.js";
+import { type HealthService, registerHealth } from "./transport/health.js";
 import { authInterceptor } from "./transport/interceptors/auth.js";
-import { errorInterceptor } from "./transport/interceptors/errors.js";
+import { ERROR_DOMAIN, errorInterceptor } from "./transport/interceptors/errors.js";
 import { validationInterceptor } from "./transport/interceptors/validation.js";
 import { createLogger, type Logger, requestIdKey } from "./transport/logging.js";
 import { registerReflection } from "./transport/reflection.js";
+import { createRestHandler, writeNotFound } from "./transport/rest/handler.js";
 import { createServer, type Server } from "./transport/server.js";
 
 /** The five tenantd services, in the order reflection lists them. */
@@ -136,7 +137,9 @@ export async function createApp(config: Readonly<Config>, opts: AppOptions = {})
       };
     }
     let health!: HealthService;
+    let connectRouter: ConnectRouter | undefined;
     const routes = (router: ConnectRouter) => {
+      connectRouter = router;
       router.service(TenantService, tenantService);
       router.service(KeyService, keyService);
       for (const s of PENDING_SERVICES) router.service(s, unimplementedService(s));
@@ -157,7 +160,29 @@ export async function createApp(config: Readonly<Config>, opts: AppOptions = {})
       maxRequestBytes: config.maxRequestBytes,
       requestTimeoutMs: config.requestTimeoutMs,
       log,
-      fallback: (req, res) => healthHttpHandler(health)(req, res),
+      // Not an RPC path: the health probes, then the REST routes of the same handlers (so REST
+      // runs through the interceptors above), then a google.rpc.Status 404.
+      fallback: (req, res) => {
+        if (health.handleHttp(req, res)) return;
+        rest(req, res).then(
+          (handled) => {
+            if (!handled) writeNotFound(res, ERROR_DOMAIN);
+          },
+          (err) => {
+            log.error("rest fallback failed", { error: errorText(err) });
+            if (!res.headersSent) res.writeHead(500);
+            res.end();
+          },
+        );
+      },
+    });
+    // Built after createServer has run `routes`: start-up fails here on a bad or duplicate route.
+    const rest = createRestHandler({
+      services: TENANTD_SERVICES,
+      handlers: () => connectRouter?.handlers ?? [],
+      maxRequestBytes: config.maxRequestBytes,
+      contextValues: (req) => server.contextValues(req),
+      errorDomain: ERROR_DOMAIN,
     });
 
     const boot = await bootstrapOwnerKey({ keys: stores.keys, clock, ownerKeyFile: config.ownerKeyFile, print });

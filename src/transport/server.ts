@@ -7,6 +7,7 @@ import {
   Code,
   ConnectError,
   type ConnectRouter,
+  type ContextValues,
   createContextKey,
   createContextValues,
   type Interceptor,
@@ -62,6 +63,12 @@ export interface Server {
   close(graceMs: number): Promise<void>;
   /** Aborted when `close` starts: long-lived streams (health Watch) end on it. */
   readonly draining: AbortSignal;
+  /**
+   * The context values an RPC on this request gets. A fallback that dispatches into Connect's
+   * handlers itself (the REST transcoder) passes them on, so that the call keeps the request id
+   * the HTTP layer assigned and is logged once, by the request log interceptor.
+   */
+  contextValues(req: NodeRequest): ContextValues;
 }
 
 /**
@@ -94,6 +101,12 @@ export function createServer(opts: ServerOptions): Server {
 
   let rpcPaths = new Set<string>();
   const states = new WeakMap<NodeRequest, CallState>();
+  const contextValuesOf = (req: NodeRequest): ContextValues => {
+    const values = createContextValues();
+    values.set(callStateKey, states.get(req));
+    values.set(drainSignalKey, draining.signal);
+    return values;
+  };
   const handler = connectNodeAdapter({
     routes: (router) => {
       opts.routes(router);
@@ -105,12 +118,7 @@ export function createServer(opts: ServerOptions): Server {
     grpcWeb: true,
     connect: true,
     shutdownSignal: shutdown.signal,
-    contextValues: (req) => {
-      const values = createContextValues();
-      values.set(callStateKey, states.get(req));
-      values.set(drainSignalKey, draining.signal);
-      return values;
-    },
+    contextValues: (req) => contextValuesOf(req),
     // Connect types its responses loosely; both Node response kinds are what it passes.
     fallback: (opts.fallback ?? notFound) as unknown as ConnectNodeAdapterOptions["fallback"],
   });
@@ -250,6 +258,7 @@ export function createServer(opts: ServerOptions): Server {
 
   return {
     draining: draining.signal,
+    contextValues: contextValuesOf,
 
     listen(port, host) {
       return new Promise((resolve, reject) => {
