@@ -101,7 +101,11 @@ export function createKeyService(deps: KeyServiceDeps): ServiceImpl<typeof KeySe
       }
       id = scope.tenantId;
     } else {
-      if (scope.principal.key.kind === "tenant" && requested !== scope.tenantId) throw tenantNotFound(requested);
+      // A tenant key, and an owner key acting on behalf of a tenant (exactly as if the tenant's
+      // key were used), reach only that tenant; any other id answers as if it did not exist.
+      if ((scope.principal.key.kind === "tenant" || scope.actingAs) && requested !== scope.tenantId) {
+        throw tenantNotFound(requested);
+      }
       id = requested;
     }
     if (!isTenantId(id)) throw tenantNotFound(id);

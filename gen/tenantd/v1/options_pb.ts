@@ -59,7 +59,8 @@ export enum Access_Audience {
 
   /**
    * Owner keys only, acting on the tenants collection or the owner's own keys. A tenant key gets
-   * PERMISSION_DENIED with reason OWNER_KEY_REQUIRED; `x-tenant-id` is ignored.
+   * PERMISSION_DENIED with reason OWNER_KEY_REQUIRED (ACT_AS_FORBIDDEN when it also sends another
+   * tenant's `x-tenant-id`); an owner key's `x-tenant-id` is ignored.
    *
    * @generated from enum value: OWNER = 1;
    */

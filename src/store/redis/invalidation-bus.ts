@@ -22,12 +22,17 @@ export function createRedisInvalidationBus(opts: {
     for (const h of handlers) h(e);
   };
 
-  opts.subscriber.on("ready", () => {
+  const subscribe = () => {
     opts.subscriber.subscribe(CHANNEL).then(
       () => apply({ kind: "all" }),
       (err) => opts.onError(err),
     );
-  });
+  };
+  opts.subscriber.on("ready", subscribe);
+  // The connection may already be up (it connects while the publisher is awaited): then no
+  // "ready" event comes until a reconnect, and waiting for one would leave this replica deaf to
+  // every invalidation.
+  if (opts.subscriber.status === "ready") subscribe();
   opts.subscriber.on("message", (channel: string, raw: string) => {
     if (channel !== CHANNEL) return;
     try {
