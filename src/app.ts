@@ -35,6 +35,8 @@ import { ERROR_DOMAIN, errorInterceptor } from "./transport/interceptors/errors.
 import { validationInterceptor } from "./transport/interceptors/validation.js";
 import { createLogger, type Logger, requestIdKey } from "./transport/logging.js";
 import { registerReflection } from "./transport/reflection.js";
+import { createDocsHandler } from "./transport/rest/docs.js";
+import { tenantdOpenApi } from "./transport/rest/document.js";
 import { createRestHandler, writeNotFound } from "./transport/rest/handler.js";
 import { createServer, type Server } from "./transport/server.js";
 
@@ -159,11 +161,14 @@ export async function createApp(config: Readonly<Config>, opts: AppOptions = {})
       ],
       maxRequestBytes: config.maxRequestBytes,
       requestTimeoutMs: config.requestTimeoutMs,
+      corsOrigins: config.corsOrigins,
       log,
-      // Not an RPC path: the health probes, then the REST routes of the same handlers (so REST
-      // runs through the interceptors above), then a google.rpc.Status 404.
+      // Not an RPC path: the health probes, the OpenAPI document and its reference page, then the
+      // REST routes of the same handlers (so REST runs through the interceptors above), then a
+      // google.rpc.Status 404.
       fallback: (req, res) => {
         if (health.handleHttp(req, res)) return;
+        if (docs(req, res)) return;
         rest(req, res).then(
           (handled) => {
             if (!handled) writeNotFound(res, ERROR_DOMAIN);
@@ -184,6 +189,12 @@ export async function createApp(config: Readonly<Config>, opts: AppOptions = {})
       contextValues: (req) => server.contextValues(req),
       errorDomain: ERROR_DOMAIN,
     });
+    const docs = createDocsHandler({
+      title: "tenantd API reference",
+      document: () => tenantdOpenApi(TENANTD_SERVICES),
+    });
+    // The document is generated now, so that an unreadable descriptor set stops start-up.
+    docs.warm();
 
     const boot = await bootstrapOwnerKey({ keys: stores.keys, clock, ownerKeyFile: config.ownerKeyFile, print });
 

@@ -30,6 +30,13 @@ export interface Config {
   lastUsedFlushMs: number;
   /** debug | info | warn | error | silent. LOG_LEVEL, default info. */
   logLevel: LogLevel;
+  /**
+   * Browser origins allowed to call every protocol cross-origin (CORS). TENANTD_CORS_ORIGINS,
+   * comma-separated exact origins (`https://app.example.com`), or `*` for any site (unsafe for an
+   * API reached with credentials: any page a key holder visits could use a key it obtains).
+   * Default empty: no CORS headers at all.
+   */
+  corsOrigins: readonly string[];
 }
 
 export type LogLevel = "debug" | "info" | "warn" | "error" | "silent";
@@ -47,6 +54,36 @@ function int(env: NodeJS.ProcessEnv, name: string, def: number, min: number, max
 function str(env: NodeJS.ProcessEnv, name: string): string | undefined {
   const v = env[name];
   return v === undefined || v === "" ? undefined : v;
+}
+
+/**
+ * Checks a CORS origin list: `*` alone, or origins in the exact form browsers send in `Origin`
+ * (`scheme://host[:port]`, lower case, no path, no default port), since anything else would never
+ * match. Returns a message for the first bad entry, or undefined.
+ */
+export function invalidCorsOrigin(origins: readonly string[]): string | undefined {
+  if (origins.includes("*")) return origins.length === 1 ? undefined : "`*` must be the only entry";
+  for (const o of origins) {
+    let url: URL;
+    try {
+      url = new URL(o);
+    } catch {
+      return `"${o}" is not an origin (scheme://host[:port])`;
+    }
+    if (url.protocol !== "http:" && url.protocol !== "https:") return `"${o}" must use http or https`;
+    if (url.origin !== o) return `"${o}" is not an origin as browsers send it; use "${url.origin}"`;
+  }
+  return undefined;
+}
+
+function origins(env: NodeJS.ProcessEnv, name: string): readonly string[] {
+  const list = (str(env, name) ?? "")
+    .split(",")
+    .map((s) => s.trim())
+    .filter((s) => s !== "");
+  const bad = invalidCorsOrigin(list);
+  if (bad !== undefined) throw new Error(`${name}: ${bad}`);
+  return Object.freeze(list);
 }
 
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Readonly<Config> {
@@ -77,5 +114,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Readonly<Confi
     keyCacheTtlMs: int(env, "TENANTD_KEY_CACHE_TTL_MS", 30_000, 0, 3_600_000),
     lastUsedFlushMs: int(env, "TENANTD_LAST_USED_FLUSH_MS", 5_000, 10, 600_000),
     logLevel,
+    corsOrigins: origins(env, "TENANTD_CORS_ORIGINS"),
   });
 }

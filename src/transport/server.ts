@@ -14,6 +14,7 @@ import {
 } from "@connectrpc/connect";
 import { codeFromHttpStatus, codeToString } from "@connectrpc/connect/protocol-connect";
 import { type ConnectNodeAdapterOptions, connectNodeAdapter } from "@connectrpc/connect-node";
+import { createCors } from "./cors.js";
 import { deadlineInterceptor } from "./deadline.js";
 import {
   type CallState,
@@ -48,6 +49,11 @@ export interface ServerOptions {
   /** Longest a unary or client-streaming call may run; a client's shorter deadline wins. */
   requestTimeoutMs: number;
   log: Logger;
+  /**
+   * Browser origins allowed to call cross-origin (see cors.ts); applied to every request before
+   * any protocol handler, so Connect, gRPC-Web and REST share one policy. Default: none, no CORS.
+   */
+  corsOrigins?: readonly string[];
   /** Handles every request that is not an RPC path: /healthz, /readyz, REST. Default: 404. */
   fallback?: (req: NodeRequest, res: NodeResponse) => void;
 }
@@ -99,6 +105,7 @@ export function createServer(opts: ServerOptions): Server {
   // so hundreds of listeners are normal here, not the leak Node's default warning suspects.
   setMaxListeners(0, draining.signal, shutdown.signal);
 
+  const cors = createCors({ origins: opts.corsOrigins ?? [] });
   let rpcPaths = new Set<string>();
   const states = new WeakMap<NodeRequest, CallState>();
   const contextValuesOf = (req: NodeRequest): ContextValues => {
@@ -138,6 +145,9 @@ export function createServer(opts: ServerOptions): Server {
     res.setHeader("x-request-id", state.requestId);
     if (closing && res instanceof http.ServerResponse) res.setHeader("connection", "close");
     watchForFallbackLog(req, res, state);
+    // Before Connect: it would answer a preflight OPTIONS with 405/404, and its responses must
+    // already carry the CORS headers set here (Node merges them into its writeHead).
+    if (cors(req, res)) return;
     try {
       (handler as (req: NodeRequest, res: NodeResponse) => void)(req, res);
     } catch (e) {
