@@ -20,18 +20,28 @@ import { bootstrapOwnerKey } from "./services/bootstrap.js";
 import { createLocalInvalidationBus, type InvalidationBus } from "./services/invalidation.js";
 import { createKeyService } from "./services/key-service.js";
 import { KeyVerifier } from "./services/key-verifier.js";
+import { createLimitService } from "./services/limit-service.js";
+import { createOverrideCache } from "./services/limits/override-cache.js";
+import { createPlanCache } from "./services/rate-limit/policy.js";
+import type { RateLimiter } from "./services/rate-limit/types.js";
 import { createTenantService } from "./services/tenant-service.js";
 import { unimplementedService } from "./services/unimplemented.js";
+import { createMemoryQuotaStore } from "./store/memory/quota-store.js";
+import { createMemoryRateLimiter } from "./store/memory/rate-limiter.js";
 import type { Stores } from "./store/ports.js";
 import { type Database, openDatabase } from "./store/postgres/database.js";
 import { createPostgresStores } from "./store/postgres/index.js";
+import { createLimitStore, createOverrideStore } from "./store/postgres/limit-store.js";
 import { migrateAll } from "./store/postgres/migrate.js";
 import { createRedis, whenReady } from "./store/redis/client.js";
 import { createRedisInvalidationBus } from "./store/redis/invalidation-bus.js";
+import { createRedisQuotaStore } from "./store/redis/quota-store.js";
+import { createRateLimitRedis, createRedisRateLimiter } from "./store/redis/rate-limiter.js";
 import { assertAccessDeclared } from "./transport/access.js";
 import { type HealthService, registerHealth } from "./transport/health.js";
 import { authInterceptor } from "./transport/interceptors/auth.js";
 import { ERROR_DOMAIN, errorInterceptor } from "./transport/interceptors/errors.js";
+import { createRateLimiting, type RateLimiting } from "./transport/interceptors/rate-limit.js";
 import { validationInterceptor } from "./transport/interceptors/validation.js";
 import { createLogger, type Logger, requestIdKey } from "./transport/logging.js";
 import { registerReflection } from "./transport/reflection.js";
@@ -43,7 +53,7 @@ import { createServer, type Server } from "./transport/server.js";
 /** The five tenantd services, in the order reflection lists them. */
 export const TENANTD_SERVICES: DescService[] = [TenantService, KeyService, ConfigService, LimitService, UsageService];
 /** Declared in the contract, answering UNIMPLEMENTED until built (see the README's table). */
-export const PENDING_SERVICES: DescService[] = [ConfigService, LimitService, UsageService];
+export const PENDING_SERVICES: DescService[] = [ConfigService, UsageService];
 
 export interface AppOptions {
   clock?: Clock;
@@ -77,6 +87,8 @@ export async function createApp(config: Readonly<Config>, opts: AppOptions = {})
     (await openDatabase({ databaseUrl: config.databaseUrl, dataDir: config.dataDir, dbTimeoutMs: config.dbTimeoutMs }));
   let redis: Redis | undefined;
   let subscriber: Redis | undefined;
+  let limiterRedis: Redis | undefined;
+  let rateLimiting: RateLimiting | undefined;
   try {
     if (ownsDatabase) {
       await migrateAll(db, {
@@ -120,6 +132,71 @@ export async function createApp(config: Readonly<Config>, opts: AppOptions = {})
     });
 
     const tenantService = createTenantService({ tenants: stores.tenants, clock, pageTokens, bus, audit });
+    // Rate limits on every authenticated call (key and tenant buckets in one decision), and the
+    // LimitService's quotas and buckets. The limiter has a Redis connection of its own so that
+    // the hot path never queues behind pub/sub or slower commands.
+    let limiter: RateLimiter;
+    let limiterClock: Clock;
+    if (config.redisUrl) {
+      limiterRedis = createRateLimitRedis({ url: config.redisUrl, timeoutMs: config.redisTimeoutMs });
+      limiterRedis.on("error", (err) => log.debug("rate-limit redis error", { error: String(err) }));
+      await whenReady(limiterRedis, 5000).catch((err) =>
+        log.warn("rate-limit redis not ready at start", { error: String(err) }),
+      );
+      limiter = createRedisRateLimiter({ redis: limiterRedis, ownsConnection: true });
+      // Redis decides with its own TIME, so retry times are real time.
+      limiterClock = systemClock;
+    } else {
+      limiter = createMemoryRateLimiter({ clock });
+      limiterClock = clock;
+    }
+    const planCache = createPlanCache({
+      load: async (id) => (await stores.tenants.get(id))?.plan ?? null,
+      clock,
+      ttlMs: config.rateLimitPlanCacheMs,
+      onError: (err) => log.warn("plan lookup failed; the default plan applies", { error: String(err) }),
+    });
+    bus.subscribe((e) => {
+      if (e.kind === "tenant") planCache.invalidate(e.tenantId);
+      else if (e.kind === "all") planCache.invalidate();
+    });
+    const overrideStore = createOverrideStore(db.knex);
+    const overrideCache = createOverrideCache({
+      store: overrideStore,
+      clock,
+      onError: (err) => log.warn("rate-limit override load failed", { error: String(err) }),
+    });
+    const limiting = createRateLimiting({
+      limiter,
+      limiterClock,
+      clock,
+      planOf: planCache.planOf,
+      overrides: overrideCache,
+      plans: config.rateLimitPlans,
+      failMode: config.rateLimitFailMode,
+      timeoutMs: config.rateLimitTimeoutMs,
+      onError: (err, failures) =>
+        log.warn("rate limiter unavailable", { error: String(err), failures, fail_mode: config.rateLimitFailMode }),
+    });
+    rateLimiting = limiting;
+    const quota = redis ? createRedisQuotaStore({ redis }) : createMemoryQuotaStore();
+    const limitService = createLimitService({
+      limits: createLimitStore(db.knex),
+      overrides: overrideStore,
+      quota,
+      rateLimiter: limiter,
+      tenants: stores.tenants,
+      clock,
+      audit,
+      bus,
+      quotaFailMode: config.quotaFailMode,
+      rateLimitFailMode: config.rateLimitFailMode,
+      timeoutMs: config.redisTimeoutMs,
+      plans: config.rateLimitPlans,
+      overrideCache,
+      onBackendError: (err, what) => log.warn("limit backend failed", { what, error: String(err) }),
+    });
+
     const keyService = createKeyService({
       keys: stores.keys,
       tenants: stores.tenants,
@@ -144,6 +221,7 @@ export async function createApp(config: Readonly<Config>, opts: AppOptions = {})
       connectRouter = router;
       router.service(TenantService, tenantService);
       router.service(KeyService, keyService);
+      router.service(LimitService, limitService);
       for (const s of PENDING_SERVICES) router.service(s, unimplementedService(s));
       health = registerHealth(router, { probes, log, services: TENANTD_SERVICES.map((s) => s.typeName) });
       registerReflection(router, { extraFiles: [file_google_rpc_error_details] });
@@ -157,6 +235,7 @@ export async function createApp(config: Readonly<Config>, opts: AppOptions = {})
           tenants: stores.tenants,
           requestIdOf: (values) => values.get(requestIdKey),
         }),
+        limiting.interceptor,
         validationInterceptor(),
       ],
       maxRequestBytes: config.maxRequestBytes,
@@ -210,6 +289,8 @@ export async function createApp(config: Readonly<Config>, opts: AppOptions = {})
         closing ??= (async () => {
           await server.close(config.shutdownGraceMs);
           await verifier.close().catch((err) => log.warn("last-used flush at close failed", { error: String(err) }));
+          await limiting.close();
+          await quota.close();
           await bus.close();
           redis?.disconnect();
           if (ownsDatabase) await stores.close();
@@ -218,6 +299,8 @@ export async function createApp(config: Readonly<Config>, opts: AppOptions = {})
       },
     };
   } catch (err) {
+    await rateLimiting?.close().catch(() => {});
+    limiterRedis?.disconnect();
     subscriber?.disconnect();
     redis?.disconnect();
     if (ownsDatabase) await db.close();

@@ -1,6 +1,8 @@
 // The only reader of process.env. Values are validated once at start-up and frozen; a bad value
 // stops the process with a message naming the variable.
 
+import type { FailMode, RateLimitPlans } from "./services/rate-limit/policy.js";
+
 export interface Config {
   /** TCP port for every protocol (gRPC, gRPC-Web, Connect, REST). PORT, default 8080. */
   port: number;
@@ -37,6 +39,25 @@ export interface Config {
    * Default empty: no CORS headers at all.
    */
   corsOrigins: readonly string[];
+  /**
+   * What a call gets when the per-call rate limiter (Redis) fails or times out: `open` lets it
+   * through, `closed` answers UNAVAILABLE. TENANTD_RATE_LIMIT_FAIL_MODE, default open.
+   */
+  rateLimitFailMode: FailMode;
+  /**
+   * What quota decisions (LimitService check/track/consume/reserve) answer when the counter store
+   * fails. TENANTD_QUOTA_FAIL_MODE, default closed: a quota is usually money.
+   */
+  quotaFailMode: FailMode;
+  /** Bound on each rate-limit decision. TENANTD_RATE_LIMIT_TIMEOUT_MS, default TENANTD_REDIS_TIMEOUT_MS. */
+  rateLimitTimeoutMs: number;
+  /** How long a tenant's plan is cached for rate limits. TENANTD_RATE_LIMIT_PLAN_CACHE_MS, default 30 s. */
+  rateLimitPlanCacheMs: number;
+  /**
+   * Per-plan token buckets, replacing the built-in table in part or whole. TENANTD_RATE_LIMIT_PLANS,
+   * JSON such as {"plans":{"free":{"key":{"capacity":20,"refillPerSec":10},"tenant":{…}}}}.
+   */
+  rateLimitPlans: Partial<RateLimitPlans> | undefined;
 }
 
 export type LogLevel = "debug" | "info" | "warn" | "error" | "silent";
@@ -86,6 +107,45 @@ function origins(env: NodeJS.ProcessEnv, name: string): readonly string[] {
   return Object.freeze(list);
 }
 
+function failMode(env: NodeJS.ProcessEnv, name: string, def: FailMode): FailMode {
+  const v = str(env, name) ?? def;
+  if (v !== "open" && v !== "closed") throw new Error(`${name} must be "open" or "closed", got "${v}"`);
+  return v;
+}
+
+function bucketOk(b: unknown): boolean {
+  const o = b as { capacity?: unknown; refillPerSec?: unknown } | null;
+  return (
+    typeof o === "object" &&
+    o !== null &&
+    typeof o.capacity === "number" &&
+    o.capacity > 0 &&
+    typeof o.refillPerSec === "number" &&
+    o.refillPerSec > 0
+  );
+}
+
+function plans(env: NodeJS.ProcessEnv, name: string): Partial<RateLimitPlans> | undefined {
+  const raw = str(env, name);
+  if (raw === undefined) return undefined;
+  let v: Partial<RateLimitPlans>;
+  try {
+    v = JSON.parse(raw) as Partial<RateLimitPlans>;
+  } catch {
+    throw new Error(`${name} must be JSON`);
+  }
+  const planEntries = Object.entries(v.plans ?? {});
+  const ok =
+    typeof v === "object" &&
+    planEntries.every(([, p]) => bucketOk(p?.key) && bucketOk(p?.tenant)) &&
+    (v.owner === undefined || bucketOk(v.owner)) &&
+    (v.defaultPlan === undefined || typeof v.defaultPlan === "string");
+  if (!ok) {
+    throw new Error(`${name}: every plan needs key and tenant buckets with positive capacity and refillPerSec`);
+  }
+  return v;
+}
+
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Readonly<Config> {
   const logLevel = (str(env, "LOG_LEVEL") ?? "info") as LogLevel;
   if (!["debug", "info", "warn", "error", "silent"].includes(logLevel)) {
@@ -99,6 +159,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Readonly<Confi
   if (redisUrl !== undefined && !/^rediss?:\/\//.test(redisUrl)) {
     throw new Error("REDIS_URL must start with redis:// or rediss://");
   }
+  const redisTimeoutMs = int(env, "TENANTD_REDIS_TIMEOUT_MS", 100, 5, 60_000);
   return Object.freeze({
     port: int(env, "PORT", 8080, 0, 65535),
     host: str(env, "HOST") ?? "0.0.0.0",
@@ -110,10 +171,15 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Readonly<Confi
     requestTimeoutMs: int(env, "TENANTD_REQUEST_TIMEOUT_MS", 10_000, 100, 600_000),
     shutdownGraceMs: int(env, "TENANTD_SHUTDOWN_GRACE_MS", 10_000, 0, 600_000),
     dbTimeoutMs: int(env, "TENANTD_DB_TIMEOUT_MS", 5_000, 50, 600_000),
-    redisTimeoutMs: int(env, "TENANTD_REDIS_TIMEOUT_MS", 100, 5, 60_000),
+    redisTimeoutMs,
     keyCacheTtlMs: int(env, "TENANTD_KEY_CACHE_TTL_MS", 30_000, 0, 3_600_000),
     lastUsedFlushMs: int(env, "TENANTD_LAST_USED_FLUSH_MS", 5_000, 10, 600_000),
     logLevel,
     corsOrigins: origins(env, "TENANTD_CORS_ORIGINS"),
+    rateLimitFailMode: failMode(env, "TENANTD_RATE_LIMIT_FAIL_MODE", "open"),
+    quotaFailMode: failMode(env, "TENANTD_QUOTA_FAIL_MODE", "closed"),
+    rateLimitTimeoutMs: int(env, "TENANTD_RATE_LIMIT_TIMEOUT_MS", redisTimeoutMs, 5, 60_000),
+    rateLimitPlanCacheMs: int(env, "TENANTD_RATE_LIMIT_PLAN_CACHE_MS", 30_000, 0, 3_600_000),
+    rateLimitPlans: plans(env, "TENANTD_RATE_LIMIT_PLANS"),
   });
 }

@@ -70,6 +70,8 @@ export interface DomainErrorInit {
   fieldViolations?: FieldViolation[];
   retryAfterMs?: number;
   quotaViolations?: QuotaViolation[];
+  /** Response headers (trailers in gRPC) sent with the error, e.g. the RateLimit-* headers. */
+  headers?: Record<string, string>;
   cause?: unknown;
 }
 
@@ -80,6 +82,8 @@ export class DomainError extends Error {
   readonly fieldViolations: FieldViolation[];
   readonly retryAfterMs: number | undefined;
   readonly quotaViolations: QuotaViolation[];
+  /** Mutable so that an interceptor the error passes through can add its headers. */
+  readonly headers: Record<string, string>;
 
   constructor(code: ErrorCode, reason: Reason, message: string, init: DomainErrorInit = {}) {
     super(message, init.cause === undefined ? undefined : { cause: init.cause });
@@ -90,6 +94,7 @@ export class DomainError extends Error {
     this.fieldViolations = init.fieldViolations ?? [];
     this.retryAfterMs = init.retryAfterMs;
     this.quotaViolations = init.quotaViolations ?? [];
+    this.headers = { ...init.headers };
   }
 }
 

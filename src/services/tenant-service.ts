@@ -233,7 +233,13 @@ export function createTenantService(deps: TenantServiceDeps): ServiceImpl<typeof
     if (updated === "etag_mismatch") {
       throw new DomainError("aborted", "ETAG_MISMATCH", "the tenant changed since the etag was read");
     }
-    if (patch.status !== undefined && patch.status !== current.status) {
+    // Status decides whether the tenant's keys work; plan and time zone decide its limits and
+    // periods. Every replica's caches of them drop at once.
+    if (
+      (patch.status !== undefined && patch.status !== current.status) ||
+      (patch.plan !== undefined && patch.plan !== current.plan) ||
+      (patch.timezone !== undefined && patch.timezone !== current.timezone)
+    ) {
       await bus.publish({ kind: "tenant", tenantId });
     }
     await audit.record(scope, tenantId, method, "tenant", { fields: Object.keys(patch).sort().join(",") });

@@ -18,6 +18,12 @@ import { createLogger } from "../../src/transport/logging.js";
 import { openTestDatabase } from "./database.js";
 
 export type Protocol = "grpc" | "connect" | "grpc-web";
+
+const UNREACHABLE = { capacity: 1e12, refillPerSec: 1e12 };
+export const UNREACHABLE_PLANS = {
+  plans: Object.fromEntries(["free", "pro", "enterprise"].map((p) => [p, { key: UNREACHABLE, tenant: UNREACHABLE }])),
+  owner: UNREACHABLE,
+};
 export const PROTOCOLS: Protocol[] = ["grpc", "connect", "grpc-web"];
 
 export interface Harness {
@@ -50,6 +56,9 @@ export async function startHarness(overrides: Partial<Config> = {}): Promise<Har
     redisUrl: process.env.REDIS_URL || undefined,
     databaseUrl: undefined,
     lastUsedFlushMs: 60_000,
+    // The clock never moves by itself here, so buckets would never refill: tests that are not
+    // about rate limits get limits they cannot reach. Rate-limit tests pass their own plans.
+    rateLimitPlans: UNREACHABLE_PLANS,
     shutdownGraceMs: 1000,
     ...overrides,
   };

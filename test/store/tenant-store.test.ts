@@ -43,7 +43,13 @@ describe(`TenantStore (${backend})`, () => {
       const tables = (await tdb.db.knex.raw("select table_name from information_schema.tables where table_schema = ?", [
         schema,
       ])) as { rows: Array<{ table_name: string }> };
-      expect(tables.rows.map((r) => r.table_name).sort()).toEqual(["audit_events", "schema_version"]);
+      expect(tables.rows.map((r) => r.table_name).sort()).toEqual([
+        "audit_events",
+        "limit_lists",
+        "rate_limit_buckets",
+        "resource_limits",
+        "schema_version",
+      ]);
     });
 
     it("answers slug_taken for a slug another tenant holds, and leaves nothing behind", async () => {

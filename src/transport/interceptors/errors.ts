@@ -68,7 +68,8 @@ export function toConnectError(e: DomainError): ConnectError {
   if (e.quotaViolations.length > 0) {
     details.push({ desc: QuotaFailureSchema, value: { violations: e.quotaViolations } });
   }
-  return new ConnectError(e.message, codes[e.code], undefined, details, e);
+  const metadata = Object.keys(e.headers).length > 0 ? new Headers(e.headers) : undefined;
+  return new ConnectError(e.message, codes[e.code], metadata, details, e);
 }
 
 /** Ensures an error raised outside the services (by the runtime) still carries ErrorInfo. */

@@ -101,6 +101,23 @@ export const CONTROL_MIGRATIONS: readonly ControlMigration[] = [
       "create index tenant_schema_versions_version_idx on tenantd.tenant_schema_versions (version)",
     ],
   },
+  {
+    version: 2,
+    name: "rate-limit overrides",
+    statements: [
+      // The owner's per-tenant replacement of the plan's per-key and per-tenant buckets. It is
+      // owner-side data (set with owner keys, read on every call's rate-limit decision), so it
+      // lives in the control schema and goes with the tenant row on delete.
+      `create table tenantd.rate_limit_overrides (
+        tenant_id text primary key references tenantd.tenants (id) on delete cascade,
+        per_key jsonb,
+        per_tenant jsonb,
+        expire_at timestamptz,
+        updated_at timestamptz not null,
+        updated_key_id text not null
+      )`,
+    ],
+  },
 ];
 
 export const CONTROL_SCHEMA_VERSION = CONTROL_MIGRATIONS[CONTROL_MIGRATIONS.length - 1]?.version ?? 0;

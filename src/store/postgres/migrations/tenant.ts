@@ -47,6 +47,40 @@ export const TENANT_MIGRATIONS: readonly TenantMigration[] = [
       ];
     },
   },
+  {
+    version: 2,
+    name: "resource limits and rate-limit buckets",
+    statements: (schema) => {
+      const s = quoteSchema(schema);
+      return [
+        // LimitService's definitions. Each list is replaced as a whole; its version (the etag)
+        // lives in limit_lists so that compare-and-set locks one row rather than a table.
+        `create table ${s}.limit_lists (
+          kind text primary key check (kind in ('resources', 'buckets')),
+          version integer not null
+        )`,
+        `create table ${s}.resource_limits (
+          resource text not null,
+          metric text not null,
+          period text not null check (period in ('minute', 'hour', 'day', 'month')),
+          scope text not null check (scope in ('tenant', 'end_user')),
+          position integer not null,
+          limit_default bigint not null check (limit_default >= -1),
+          tiers jsonb not null default '{}',
+          gate_action text not null check (gate_action in ('block', 'warn')),
+          primary key (resource, metric, period, scope)
+        )`,
+        `create table ${s}.rate_limit_buckets (
+          name text primary key,
+          position integer not null,
+          capacity bigint not null check (capacity >= 1),
+          refill_per_second double precision not null default 0,
+          refill_amount bigint not null default 0,
+          refill_interval_ms bigint not null default 0
+        )`,
+      ];
+    },
+  },
 ];
 
 export const TENANT_SCHEMA_VERSION = TENANT_MIGRATIONS[TENANT_MIGRATIONS.length - 1]?.version ?? 0;

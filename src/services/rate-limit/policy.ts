@@ -1,0 +1,408 @@
+import type { Clock } from "../../domain/clock.js";
+import { DomainError, unavailable } from "../../domain/errors.js";
+import type { BucketDecision, BucketSpec, RateLimiter } from "./types.js";
+
+// What the per-call limit is for a caller, and what happens when the limiter cannot answer.
+//
+// Limits: every tenant key has a bucket of its own and shares its tenant's bucket; both come
+// from the tenant's plan unless the tenant has an override, which may expire (the plan then
+// applies again without anyone having to remove it). Owner keys acting on the collection have no
+// tenant; they get a generous bucket of their own under the pseudo-tenant `owner`. An owner acting
+// on behalf of a tenant is charged to that same owner bucket, not to the tenant's: operators
+// repairing a tenant that is at its limit must not be locked out by it, nor spend its budget.
+//
+// Denial cache (envoy ratelimit's over-limit cache): once the limiter says a bucket lacks tokens
+// until T, this process refuses calls on that bucket until T without asking Redis. Tokens only
+// grow by refill, so the refusal is exactly what Redis would answer; it takes the load of a
+// client hammering past its limit off Redis and off the round trip.
+//
+// Faults: every limiter call is bounded by `timeoutMs` (on top of the Redis command timeout, so a
+// stalled connection, a slow script or a bug in a client library cannot hold a request). When
+// the limiter fails or times out, fail-open lets the call through unlimited and fail-closed
+// refuses it with UNAVAILABLE BACKEND_UNAVAILABLE. There is no circuit breaker and no other
+// state about failures, so enforcement resumes with the first call after Redis answers again.
+
+export type FailMode = "open" | "closed";
+
+export interface BucketLimit {
+  /** Burst: the most calls that can pass at once. */
+  capacity: number;
+  /** Sustained calls per second. */
+  refillPerSec: number;
+}
+
+export interface PlanLimits {
+  /** Each key of the tenant. */
+  key: BucketLimit;
+  /** All keys of the tenant together. */
+  tenant: BucketLimit;
+}
+
+export interface RateLimitPlans {
+  plans: Record<string, PlanLimits>;
+  /** The plan of tenants whose plan is unknown or not in `plans`. */
+  defaultPlan: string;
+  /** Each owner key, whatever tenant it acts on. */
+  owner: BucketLimit;
+}
+
+/** Built-in plan limits; deployments pass their own table through the factory. */
+export const DEFAULT_RATE_LIMIT_PLANS: RateLimitPlans = {
+  plans: {
+    free: { key: { capacity: 20, refillPerSec: 10 }, tenant: { capacity: 40, refillPerSec: 20 } },
+    pro: { key: { capacity: 200, refillPerSec: 100 }, tenant: { capacity: 1000, refillPerSec: 500 } },
+    enterprise: { key: { capacity: 2000, refillPerSec: 1000 }, tenant: { capacity: 10_000, refillPerSec: 5000 } },
+  },
+  defaultPlan: "free",
+  owner: { capacity: 10_000, refillPerSec: 5000 },
+};
+
+/** A tenant's own limits, replacing its plan's until `expiresAt`. */
+export interface RateLimitOverride {
+  key?: BucketLimit;
+  tenant?: BucketLimit;
+  /** Epoch ms after which the override no longer applies; absent or null: never expires. */
+  expiresAt?: number | null;
+}
+
+/**
+ * Where overrides come from. The LimitService will persist them; a synchronous answer (a cache)
+ * keeps the hot path free of awaits.
+ */
+export interface OverrideSource {
+  get(tenantId: string): RateLimitOverride | null | Promise<RateLimitOverride | null>;
+}
+
+export interface MemoryOverrideSource extends OverrideSource {
+  set(tenantId: string, override: RateLimitOverride): void;
+  delete(tenantId: string): void;
+}
+
+export function createMemoryOverrideSource(): MemoryOverrideSource {
+  const map = new Map<string, RateLimitOverride>();
+  return {
+    get: (tenantId) => map.get(tenantId) ?? null,
+    set: (tenantId, override) => {
+      map.set(tenantId, override);
+    },
+    delete: (tenantId) => {
+      map.delete(tenantId);
+    },
+  };
+}
+
+/** The plan name of a tenant; null or undefined selects the default plan. */
+export type PlanOf = (tenantId: string) => string | null | undefined | Promise<string | null | undefined>;
+
+export interface PlanCache {
+  planOf: PlanOf;
+  /** Forgets one tenant's plan (after an update), or every plan. */
+  invalidate(tenantId?: string): void;
+}
+
+/**
+ * Caches tenant plans for the hot path: a fresh entry answers synchronously; a miss loads once,
+ * however many calls wait for it. A failed load answers the default plan and is retried after a
+ * second, so a database hiccup neither fails calls nor pins a tenant to the wrong plan for long.
+ */
+export function createPlanCache(opts: {
+  load: (tenantId: string) => Promise<string | null>;
+  clock: Clock;
+  ttlMs?: number;
+  maxEntries?: number;
+  onError?: (err: unknown) => void;
+}): PlanCache {
+  const ttlMs = opts.ttlMs ?? 30_000;
+  const maxEntries = opts.maxEntries ?? 100_000;
+  const entries = new Map<string, { plan: string | null; until: number }>();
+  const loading = new Map<string, Promise<string | null>>();
+  return {
+    planOf(tenantId) {
+      const e = entries.get(tenantId);
+      if (e !== undefined && e.until > opts.clock.now()) return e.plan;
+      let p = loading.get(tenantId);
+      if (p === undefined) {
+        p = opts.load(tenantId).then(
+          (plan) => {
+            if (entries.size >= maxEntries) entries.clear();
+            entries.set(tenantId, { plan, until: opts.clock.now() + ttlMs });
+            loading.delete(tenantId);
+            return plan;
+          },
+          (err) => {
+            opts.onError?.(err);
+            entries.set(tenantId, { plan: null, until: opts.clock.now() + 1000 });
+            loading.delete(tenantId);
+            return null;
+          },
+        );
+        loading.set(tenantId, p);
+      }
+      return p;
+    },
+    invalidate(tenantId) {
+      if (tenantId === undefined) entries.clear();
+      else entries.delete(tenantId);
+    },
+  };
+}
+
+/** Which limit a bucket stands for. */
+export type BucketKind = "key" | "tenant";
+
+/** One bucket of a call, as reported to the caller. */
+export interface BucketReport {
+  kind: BucketKind;
+  /** `key:<key id>` or `tenant:<tenant id>`: the QuotaFailure subject. */
+  subject: string;
+  limit: BucketLimit;
+  remaining: number;
+  /** Until the bucket is full again. */
+  resetMs: number;
+}
+
+export type LimitOutcome =
+  /** Within the limits; `tightest` is the bucket closest to refusing (for the RateLimit headers). */
+  | { allowed: true; tightest: BucketReport }
+  /** Over a limit: `tripped` refused the call; the caller may retry after `retryAfterMs`. */
+  | { allowed: false; tripped: BucketReport; retryAfterMs: number }
+  /** The limiter failed and the policy is fail-open: allowed, but nothing is known. */
+  | { allowed: true; tightest: null };
+
+/** Who is calling, as far as limits care. */
+export interface LimitSubject {
+  /** The key id (`key_<kid>`). */
+  keyId: string;
+  /** True for owner keys. */
+  owner: boolean;
+  /** The tenant a tenant key belongs to; ignored for owner keys. */
+  tenantId: string | null;
+}
+
+export interface RateLimitPolicyDeps {
+  limiter: RateLimiter;
+  overrides: OverrideSource;
+  /** Application time: when overrides expire. */
+  clock: Clock;
+  /**
+   * The time the limiter's answers are measured in (its `retryAfterMs`), which the denial cache
+   * and the error-report throttle run on: real time for the Redis limiter (which reads Redis
+   * `TIME`), the limiter's own clock for the in-process one. Defaults to `clock`.
+   */
+  limiterClock?: Clock;
+  failMode: FailMode;
+  /** Hard bound on each limiter call, in ms. */
+  timeoutMs: number;
+  /** Limiter failures, at most one report per second (with the count of the ones folded in). */
+  onError: (err: unknown, failuresSinceLastReport: number) => void;
+  plans?: Partial<RateLimitPlans>;
+  planOf?: PlanOf;
+  /** Most denials remembered; default 10,000. */
+  maxCachedDenials?: number;
+}
+
+export interface RateLimitStats {
+  /** Calls that reached the limiter. */
+  limiterCalls: number;
+  /** Calls refused from the denial cache, without the limiter. */
+  cachedDenials: number;
+  /** Limiter calls that failed or timed out. */
+  failures: number;
+}
+
+export interface RateLimitPolicy {
+  /** Decides a call of cost 1. Throws UNAVAILABLE BACKEND_UNAVAILABLE when failing closed. */
+  check(subject: LimitSubject): Promise<LimitOutcome>;
+  /** The limits that apply to the subject right now. */
+  limitsFor(subject: LimitSubject): Promise<{ tenantId: string; buckets: Array<BucketSpec & { kind: BucketKind }> }>;
+  stats(): RateLimitStats;
+}
+
+/** The pseudo-tenant owner keys' buckets live under. */
+export const OWNER_SCOPE = "owner";
+
+export class LimiterTimeoutError extends Error {
+  constructor(ms: number) {
+    super(`rate limiter did not answer within ${ms} ms`);
+    this.name = "LimiterTimeoutError";
+  }
+}
+
+interface CachedDenial {
+  /** Clock ms until which the bucket lacks `cost` tokens. */
+  until: number;
+  /** Clock ms when the bucket is full again. */
+  fullAt: number;
+  cost: number;
+  capacity: number;
+  refillPerSec: number;
+}
+
+export function createRateLimitPolicy(deps: RateLimitPolicyDeps): RateLimitPolicy {
+  const plans: RateLimitPlans = { ...DEFAULT_RATE_LIMIT_PLANS, ...deps.plans };
+  const defaultLimits = plans.plans[plans.defaultPlan];
+  if (defaultLimits === undefined)
+    throw new Error(`rate limit plans: default plan ${plans.defaultPlan} is not defined`);
+  const maxDenials = deps.maxCachedDenials ?? 10_000;
+  const limiterClock = deps.limiterClock ?? deps.clock;
+  const denials = new Map<string, CachedDenial>();
+  const stats: RateLimitStats = { limiterCalls: 0, cachedDenials: 0, failures: 0 };
+  let lastReport = Number.NEGATIVE_INFINITY;
+  let unreported = 0;
+
+  const report = (err: unknown) => {
+    stats.failures++;
+    unreported++;
+    const now = limiterClock.now();
+    if (now - lastReport >= 1000) {
+      lastReport = now;
+      const n = unreported;
+      unreported = 0;
+      deps.onError(err, n);
+    }
+  };
+
+  const tenantLimits = async (tenantId: string): Promise<PlanLimits> => {
+    const planName = deps.planOf ? await deps.planOf(tenantId) : null;
+    const plan = (planName ? plans.plans[planName] : undefined) ?? defaultLimits;
+    const o = await deps.overrides.get(tenantId);
+    if (o === null || (o.expiresAt != null && deps.clock.now() >= o.expiresAt)) return plan;
+    return { key: o.key ?? plan.key, tenant: o.tenant ?? plan.tenant };
+  };
+
+  const limitsFor: RateLimitPolicy["limitsFor"] = async (s) => {
+    if (s.owner || s.tenantId === null) {
+      return { tenantId: OWNER_SCOPE, buckets: [{ kind: "key", id: `key:${s.keyId}`, ...plans.owner }] };
+    }
+    const l = await tenantLimits(s.tenantId);
+    return {
+      tenantId: s.tenantId,
+      buckets: [
+        { kind: "key", id: `key:${s.keyId}`, ...l.key },
+        { kind: "tenant", id: "tenant", ...l.tenant },
+      ],
+    };
+  };
+
+  const subjectOf = (kind: BucketKind, s: LimitSubject, tenantId: string) =>
+    kind === "key" ? `key:${s.keyId}` : `tenant:${tenantId}`;
+
+  const remember = (key: string, d: CachedDenial) => {
+    if (denials.size >= maxDenials) {
+      const now = limiterClock.now();
+      for (const [k, v] of denials) if (v.until <= now) denials.delete(k);
+      // Every entry still live: forget them all rather than scan on each insert. Forgetting a
+      // denial only costs a Redis call that gives the same answer.
+      if (denials.size >= maxDenials) denials.clear();
+    }
+    denials.set(key, d);
+  };
+
+  const withTimeout = <T>(p: Promise<T>): Promise<T> => {
+    let timer: NodeJS.Timeout | undefined;
+    const bound = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new LimiterTimeoutError(deps.timeoutMs)), deps.timeoutMs);
+    });
+    return Promise.race([p, bound]).finally(() => clearTimeout(timer));
+  };
+
+  return {
+    limitsFor,
+    stats: () => ({ ...stats }),
+    async check(s) {
+      const cost = 1;
+      const { tenantId, buckets } = await limitsFor(s);
+      const now = limiterClock.now();
+
+      for (const b of buckets) {
+        const key = `${tenantId}\u0000${b.id}`;
+        const d = denials.get(key);
+        if (d === undefined) continue;
+        // A denial recorded under other limits (an override since) says nothing about these.
+        if (d.until <= now || d.capacity !== b.capacity || d.refillPerSec !== b.refillPerSec) {
+          denials.delete(key);
+          continue;
+        }
+        if (cost < d.cost) continue;
+        stats.cachedDenials++;
+        return {
+          allowed: false,
+          retryAfterMs: d.until - now,
+          tripped: {
+            kind: b.kind,
+            subject: subjectOf(b.kind, s, tenantId),
+            limit: { capacity: b.capacity, refillPerSec: b.refillPerSec },
+            remaining: 0,
+            resetMs: Math.max(0, d.fullAt - now),
+          },
+        };
+      }
+
+      let decision: BucketDecision;
+      stats.limiterCalls++;
+      try {
+        decision = await withTimeout(deps.limiter.take(tenantId, buckets, cost));
+      } catch (err) {
+        report(err);
+        if (deps.failMode === "closed") throw unavailable("rate limiter", err);
+        return { allowed: true, tightest: null };
+      }
+
+      const reportOf = (i: number): BucketReport => {
+        const b = buckets[i] as (typeof buckets)[number];
+        return {
+          kind: b.kind,
+          subject: subjectOf(b.kind, s, tenantId),
+          limit: { capacity: b.capacity, refillPerSec: b.refillPerSec },
+          remaining: decision.remaining[i] ?? 0,
+          resetMs: decision.resetMs[i] ?? 0,
+        };
+      };
+
+      if (!decision.allowed) {
+        const i = decision.tripped;
+        const b = buckets[i] as (typeof buckets)[number];
+        const at = limiterClock.now();
+        remember(`${tenantId}\u0000${b.id}`, {
+          until: at + decision.retryAfterMs,
+          fullAt: at + (decision.resetMs[i] ?? 0),
+          cost,
+          capacity: b.capacity,
+          refillPerSec: b.refillPerSec,
+        });
+        return { allowed: false, tripped: reportOf(i), retryAfterMs: decision.retryAfterMs };
+      }
+
+      // The tightest bucket is the one with the fewest calls left; on a tie, the one that takes
+      // longer to refill.
+      let t = 0;
+      for (let i = 1; i < buckets.length; i++) {
+        const r = decision.remaining[i] ?? 0;
+        const best = decision.remaining[t] ?? 0;
+        if (r < best || (r === best && (decision.resetMs[i] ?? 0) > (decision.resetMs[t] ?? 0))) t = i;
+      }
+      return { allowed: true, tightest: reportOf(t) };
+    },
+  };
+}
+
+/** RESOURCE_EXHAUSTED RATE_LIMITED for a refused call, naming the bucket that refused it. */
+export function rateLimited(tripped: BucketReport, retryAfterMs: number, headers?: Record<string, string>) {
+  const what = tripped.kind === "key" ? "this API key" : "this tenant";
+  return new DomainError(
+    "resource_exhausted",
+    "RATE_LIMITED",
+    `rate limit exceeded for ${what} (${tripped.limit.capacity} calls burst, ${tripped.limit.refillPerSec}/s); retry in ${retryAfterMs} ms`,
+    {
+      retryAfterMs,
+      quotaViolations: [
+        {
+          subject: tripped.subject,
+          description: `at most ${tripped.limit.capacity} calls at once and ${tripped.limit.refillPerSec} per second`,
+        },
+      ],
+      metadata: { bucket: tripped.kind, limit: String(tripped.limit.capacity), retry_after_ms: String(retryAfterMs) },
+      ...(headers ? { headers } : {}),
+    },
+  );
+}

@@ -1,0 +1,101 @@
+import { ConnectError, type Interceptor } from "@connectrpc/connect";
+import type { Clock } from "../../domain/clock.js";
+import { DomainError } from "../../domain/errors.js";
+import { scopeKey } from "../../services/context.js";
+import {
+  type BucketReport,
+  createRateLimitPolicy,
+  type FailMode,
+  type LimitSubject,
+  type OverrideSource,
+  type PlanOf,
+  type RateLimitPlans,
+  type RateLimitPolicy,
+  rateLimited,
+} from "../../services/rate-limit/policy.js";
+import type { RateLimiter } from "../../services/rate-limit/types.js";
+
+// The per-call rate limit, placed right after the auth interceptor: it reads the CallScope auth
+// set and decides the key's and the tenant's buckets together, in one limiter call. Calls without
+// a scope (public RPCs: health, reflection) are not limited here.
+//
+// Every limited call, answered or refused, carries the state of its tightest bucket as
+// `ratelimit-limit`, `ratelimit-remaining` and `ratelimit-reset` (seconds until the bucket is full
+// again), after the IETF RateLimit header fields draft. On success they go into the response
+// headers; on an error they ride on the error (DomainError.headers, or the ConnectError's
+// metadata), which Connect sends as headers and gRPC as trailers; the REST face passes them on
+// and maps RESOURCE_EXHAUSTED to 429 with Retry-After from the RetryInfo.
+//
+// When the limiter fails and the policy fails open, the call passes without headers: a made-up
+// remaining count would mislead clients more than none.
+
+export interface RateLimitingDeps {
+  limiter: RateLimiter;
+  overrides: OverrideSource;
+  /** Application time: when overrides expire. */
+  clock: Clock;
+  /** The limiter's time (see RateLimitPolicyDeps.limiterClock): systemClock with Redis. */
+  limiterClock?: Clock;
+  /** What a call gets when the limiter fails or times out. */
+  failMode: FailMode;
+  /** Hard bound on each limiter decision, in ms; the Redis command timeout is the usual value. */
+  timeoutMs: number;
+  /** Limiter failures, throttled to one report per second. */
+  onError: (err: unknown, failuresSinceLastReport: number) => void;
+  /** Plan limits; defaults to DEFAULT_RATE_LIMIT_PLANS. */
+  plans?: Partial<RateLimitPlans>;
+  /** The tenant's plan name; defaults to the default plan for everyone. See createPlanCache. */
+  planOf?: PlanOf;
+}
+
+export interface RateLimiting {
+  interceptor: Interceptor;
+  policy: RateLimitPolicy;
+  /** Closes the limiter (the Redis connection, if the limiter owns it). */
+  close(): Promise<void>;
+}
+
+export function createRateLimiting(deps: RateLimitingDeps): RateLimiting {
+  const policy = createRateLimitPolicy(deps);
+  return {
+    interceptor: rateLimitInterceptor(policy),
+    policy,
+    close: () => deps.limiter.close(),
+  };
+}
+
+/** The RateLimit header fields for a bucket. */
+export function rateLimitHeaders(b: BucketReport): Record<string, string> {
+  return {
+    "ratelimit-limit": String(b.limit.capacity),
+    "ratelimit-remaining": String(Math.max(0, b.remaining)),
+    "ratelimit-reset": String(Math.ceil(b.resetMs / 1000)),
+  };
+}
+
+export function rateLimitInterceptor(policy: RateLimitPolicy): Interceptor {
+  return (next) => async (req) => {
+    const scope = req.contextValues.get(scopeKey);
+    if (scope === undefined) return next(req);
+    const subject: LimitSubject = {
+      keyId: scope.principal.keyId,
+      owner: scope.principal.key.kind === "owner",
+      tenantId: scope.tenantId,
+    };
+    const outcome = await policy.check(subject);
+    if (!outcome.allowed) {
+      throw rateLimited(outcome.tripped, outcome.retryAfterMs, rateLimitHeaders(outcome.tripped));
+    }
+    if (outcome.tightest === null) return next(req);
+    const headers = rateLimitHeaders(outcome.tightest);
+    try {
+      const res = await next(req);
+      for (const name in headers) res.header.set(name, headers[name] as string);
+      return res;
+    } catch (err) {
+      if (err instanceof DomainError) Object.assign(err.headers, headers);
+      else if (err instanceof ConnectError) for (const name in headers) err.metadata.set(name, headers[name] as string);
+      throw err;
+    }
+  };
+}
