@@ -157,7 +157,7 @@ export function requestIdFrom(incoming: string | string[] | null | undefined): s
   return v !== undefined && v !== null && REQUEST_ID_RE.test(v) ? v : newRequestId();
 }
 
-export type RpcProtocol = "grpc" | "grpc-web" | "connect";
+export type RpcProtocol = "grpc" | "grpc-web" | "connect" | "rest";
 
 /** gRPC-Web must be tested first: its content types start with `application/grpc` too. */
 export function protocolOf(contentType: string | null | undefined): RpcProtocol {
@@ -165,6 +165,25 @@ export function protocolOf(contentType: string | null | undefined): RpcProtocol 
   if (ct.startsWith("application/grpc-web")) return "grpc-web";
   if (ct.startsWith("application/grpc")) return "grpc";
   return "connect";
+}
+
+/**
+ * Set by the REST transcoder (rest/handler.ts, innerHeaders) on the Connect JSON request it
+ * builds for a REST call. The content type cannot tell the two apart (the transcoder speaks
+ * Connect JSON to the handler), and the transcoder overwrites whatever the client sent under this
+ * name, so every REST call is labelled `rest`.
+ */
+export const REST_MARKER_HEADER = "x-tenantd-transport";
+
+/**
+ * The protocol a call arrived with. The marker is honoured only on Connect JSON, the one protocol
+ * the transcoder produces: a gRPC or gRPC-Web client that sends it keeps its true label. (A
+ * Connect JSON client could label its own line `rest`; the label is diagnostic only and decides
+ * nothing.)
+ */
+export function callProtocolOf(header: Headers): RpcProtocol {
+  const protocol = protocolOf(header.get("content-type"));
+  return protocol === "connect" && header.get(REST_MARKER_HEADER) === "rest" ? "rest" : protocol;
 }
 
 /** Codes that point at the server rather than the caller are logged at error level. */
@@ -198,7 +217,7 @@ export function requestLogInterceptor(log: Logger): Interceptor {
     req.contextValues.set(requestIdKey, requestId);
     req.contextValues.set(logFieldsKey, fields);
     const procedure = `${req.service.typeName}/${req.method.name}`;
-    const protocol = protocolOf(req.header.get("content-type"));
+    const protocol = callProtocolOf(req.header);
 
     const finish = (err: ConnectError | undefined, canceled = false) => {
       const code = canceled ? "canceled" : err ? codeToString(err.code) : "ok";

@@ -1,9 +1,19 @@
-import { Code, ConnectError, createClient, createRouterTransport } from "@connectrpc/connect";
-import { createGrpcTransport } from "@connectrpc/connect-node";
+import { create } from "@bufbuild/protobuf";
+import { Code, ConnectError, type ConnectRouter, createClient, createRouterTransport } from "@connectrpc/connect";
+import { createConnectTransport, createGrpcTransport, createGrpcWebTransport } from "@connectrpc/connect-node";
 import { describe, expect, it } from "vitest";
 import { Health, HealthCheckResponse_ServingStatus as Status } from "../../gen/grpc/health/v1/health_pb.js";
+import { TenantSchema } from "../../gen/tenantd/v1/tenant_pb.js";
+import { TenantService } from "../../gen/tenantd/v1/tenant_service_pb.js";
 import { createHealthService } from "../../src/transport/health.js";
-import { addLogFields, createLogger, logFieldsKey, requestLogInterceptor } from "../../src/transport/logging.js";
+import {
+  addLogFields,
+  createLogger,
+  logFieldsKey,
+  REST_MARKER_HEADER,
+  requestLogInterceptor,
+} from "../../src/transport/logging.js";
+import { createRestHandler, type RestHandler } from "../../src/transport/rest/handler.js";
 import { createServer, startTestServer } from "../../src/transport/server.js";
 import { captureLog, eventually, rpcLines, sleep } from "./helpers.js";
 
@@ -195,5 +205,73 @@ describe("requestLogInterceptor", () => {
 
   it("has a frozen default for log fields, so writes outside a logged call cannot leak", () => {
     expect(Object.isFrozen(logFieldsKey.defaultValue)).toBe(true);
+  });
+});
+
+describe("protocol of the request log line", () => {
+  // The REST transcoder dispatches into Connect's own handler as a Connect JSON call, so the
+  // content type alone would label REST calls "connect"; the transcoder marks its inner request.
+  it("says rest for a REST call, and the true protocol for every RPC protocol", async () => {
+    const { log, lines } = captureLog();
+    let router: ConnectRouter | undefined;
+    let rest: RestHandler | undefined;
+    const srv = await startTestServer({
+      log,
+      routes: (r) => {
+        router = r;
+        r.service(TenantService, {
+          getCurrentTenant: () => ({ tenant: create(TenantSchema, { id: "ten_log", name: "Log Co" }) }),
+        });
+      },
+      fallback: (req, res) => {
+        rest?.(req, res).then((handled) => {
+          if (!handled) {
+            res.writeHead(404);
+            res.end();
+          }
+        });
+      },
+    });
+    rest = createRestHandler({
+      services: [TenantService],
+      handlers: () => router?.handlers ?? [],
+      maxRequestBytes: 1024 * 1024,
+      contextValues: (req) => srv.server.contextValues(req),
+    });
+    try {
+      const viaRest = await fetch(`${srv.baseUrl}/v1/tenant`);
+      expect(viaRest.status).toBe(200);
+      expect(await viaRest.json()).toMatchObject({ tenant: { id: "ten_log" } });
+      const restId = viaRest.headers.get("x-request-id");
+
+      // A client that sends the marker itself over gRPC or gRPC-Web does not change its label.
+      const spoof = { headers: { [REST_MARKER_HEADER]: "rest" } };
+      const ids: Record<string, string | null> = { rest: restId };
+      const transports = {
+        connect: createConnectTransport({ baseUrl: srv.baseUrl, httpVersion: "1.1" }),
+        grpc: createGrpcTransport({ baseUrl: srv.baseUrl }),
+        "grpc-web": createGrpcWebTransport({ baseUrl: srv.baseUrl, httpVersion: "1.1" }),
+      };
+      for (const [name, transport] of Object.entries(transports)) {
+        await createClient(TenantService, transport).getCurrentTenant(
+          {},
+          { ...(name === "connect" ? {} : spoof), onHeader: (h) => (ids[name] = h.get("x-request-id")) },
+        );
+      }
+      await eventually(() => rpcLines(lines()).length === 4);
+      const byId = new Map(rpcLines(lines()).map((l) => [l.request_id, l]));
+      for (const [protocol, id] of Object.entries(ids)) {
+        expect(id, protocol).toMatch(/^req_/);
+        expect(byId.get(id), protocol).toMatchObject({
+          procedure: "tenantd.v1.TenantService/GetCurrentTenant",
+          protocol,
+          code: "ok",
+        });
+      }
+      // One line per REST call: the interceptor's, not a second "http" line from the HTTP layer.
+      expect(lines().filter((l) => l.request_id === restId)).toHaveLength(1);
+    } finally {
+      await srv.close();
+    }
   });
 });

@@ -330,6 +330,7 @@ function innerHeaders(req: NodeRequest, res: NodeResponse): Headers {
   }
   h.set("content-type", "application/json");
   h.set("connect-protocol-version", "1");
+  h.set("x-tenantd-transport", "rest"); // so the request log says `rest` (logging.ts REST_MARKER_HEADER)
   // A gRPC-style deadline is honoured too; Connect reads only its own header.
   const grpcTimeout = headerOf(req, "grpc-timeout");
   if (grpcTimeout !== undefined && !h.has("connect-timeout-ms")) {
