@@ -48,7 +48,8 @@ export type Reason =
   | "INTERNAL_ERROR"
   | "REQUEST_MALFORMED"
   | "DEADLINE_EXCEEDED"
-  | "REQUEST_TOO_LARGE";
+  | "REQUEST_TOO_LARGE"
+  | "ROUTE_NOT_FOUND";
 
 /** One invalid field of a request, as in google.rpc.BadRequest.FieldViolation. */
 export interface FieldViolation {

@@ -63,7 +63,7 @@ const PLACEHOLDERS: Record<string, () => string> = {
 };
 
 /** Transcoder refusals: the call never reached the RPC. */
-const TRANSCODER_REASONS = new Set(["REQUEST_MALFORMED", "RESOURCE_NOT_FOUND", "REQUEST_TOO_LARGE"]);
+const TRANSCODER_REASONS = new Set(["REQUEST_MALFORMED", "ROUTE_NOT_FOUND", "REQUEST_TOO_LARGE"]);
 
 interface RestCell extends Cell {
   routeIndex: number;

@@ -146,9 +146,9 @@ describe("refusals", () => {
 
   it("answers 404 for a trailing slash and for an unknown path, as google.rpc.Status", async () => {
     const slash = await rest("GET", "/v1/tenant/", { key: h.ownerKey });
-    expectStatus(slash, 404, "RESOURCE_NOT_FOUND");
+    expectStatus(slash, 404, "ROUTE_NOT_FOUND");
     expect(slash.json.code).toBe(5);
-    expectStatus(await rest("GET", "/v1/nothing-here", { key: h.ownerKey }), 404, "RESOURCE_NOT_FOUND");
+    expectStatus(await rest("GET", "/v1/nothing-here", { key: h.ownerKey }), 404, "ROUTE_NOT_FOUND");
   });
 
   it("answers 405 with Allow for a wrong method", async () => {

@@ -179,7 +179,7 @@ describe("routes", () => {
     const r = await call(method, path);
     expect(r.status).toBe(404);
     expect(r.json.code).toBe(Code.NotFound);
-    expect(reasonOf(r.json)).toBe("RESOURCE_NOT_FOUND");
+    expect(reasonOf(r.json)).toBe("ROUTE_NOT_FOUND");
   });
 
   it("answers 405 with Allow for another method", async () => {

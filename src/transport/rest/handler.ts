@@ -268,7 +268,7 @@ export function createRestHandler(opts: RestHandlerOptions): RestHandler {
 
 /** Writes a google.rpc.Status 404 for a path no route (and nothing else) serves. */
 export function writeNotFound(res: NodeResponse, domain = "rest"): void {
-  sendStatus(res, 404, statusJson(Code.NotFound, "no route for this path", domain, "RESOURCE_NOT_FOUND"));
+  sendStatus(res, 404, statusJson(Code.NotFound, "no route for this path", domain, "ROUTE_NOT_FOUND"));
 }
 
 // --- helpers ----------------------------------------------------------------------------------------
