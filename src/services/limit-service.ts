@@ -509,6 +509,24 @@ export function createLimitService(deps: LimitServiceDeps): ServiceImpl<typeof L
 
   // ---- the RPCs ---------------------------------------------------------------------------------
 
+  /** What TrackResource and CheckAndTrackResource share: tenant, amount (default 1), limits, idempotency. */
+  async function countingCall(
+    ctx: HandlerContext,
+    req: { amount?: bigint; requestId: string; userId: string; resource: string; metric: string },
+    method: string,
+  ) {
+    const tenantId = currentTenantId(scopeOf(ctx));
+    const amount = req.amount === undefined ? 1 : Number(req.amount);
+    const t = await targetOf(tenantId, req);
+    const idem = idempotency(req.requestId, method, {
+      userId: req.userId,
+      resource: req.resource,
+      metric: req.metric,
+      amount,
+    });
+    return { tenantId, amount, t, idem };
+  }
+
   return {
     async getResourceLimits(_req, ctx) {
       const tenantId = currentTenantId(scopeOf(ctx));
@@ -598,26 +616,9 @@ export function createLimitService(deps: LimitServiceDeps): ServiceImpl<typeof L
     },
 
     async trackResource(req, ctx) {
-      const tenantId = currentTenantId(scopeOf(ctx));
-      const amount = req.amount === undefined ? 1 : Number(req.amount);
-      const t = await targetOf(tenantId, req);
-      const idem = idempotency(req.requestId, "TrackResource", {
-        userId: req.userId,
-        resource: req.resource,
-        metric: req.metric,
-        amount,
-      });
-      const out = await quotaCall(
-        () =>
-          quota.track(
-            tenantId,
-            t.applied.map((a) => a.spec),
-            amount,
-            clock.now(),
-            idem,
-          ),
-        deps.quotaFailMode,
-      );
+      const { tenantId, amount, t, idem } = await countingCall(ctx, req, "TrackResource");
+      const specs = t.applied.map((a) => a.spec);
+      const out = await quotaCall(() => quota.track(tenantId, specs, amount, clock.now(), idem), deps.quotaFailMode);
       if (out === undefined) return create(TrackResourceResponseSchema, degraded());
       if (out.kind === "conflict") throw requestIdConflict(req.requestId);
       // After counting: allowed is false when the usage now exceeds a BLOCK limit.
@@ -626,26 +627,9 @@ export function createLimitService(deps: LimitServiceDeps): ServiceImpl<typeof L
     },
 
     async checkAndTrackResource(req, ctx) {
-      const tenantId = currentTenantId(scopeOf(ctx));
-      const amount = req.amount === undefined ? 1 : Number(req.amount);
-      const t = await targetOf(tenantId, req);
-      const idem = idempotency(req.requestId, "CheckAndTrackResource", {
-        userId: req.userId,
-        resource: req.resource,
-        metric: req.metric,
-        amount,
-      });
-      const out = await quotaCall(
-        () =>
-          quota.consume(
-            tenantId,
-            t.applied.map((a) => a.spec),
-            amount,
-            clock.now(),
-            idem,
-          ),
-        deps.quotaFailMode,
-      );
+      const { tenantId, amount, t, idem } = await countingCall(ctx, req, "CheckAndTrackResource");
+      const specs = t.applied.map((a) => a.spec);
+      const out = await quotaCall(() => quota.consume(tenantId, specs, amount, clock.now(), idem), deps.quotaFailMode);
       if (out === undefined) return create(CheckAndTrackResourceResponseSchema, degraded());
       if (out.kind === "conflict") throw requestIdConflict(req.requestId);
       const states = statesOf(out, t.applied.length);
