@@ -241,6 +241,7 @@ export async function createApp(config: Readonly<Config>, opts: AppOptions = {})
       maxRequestBytes: config.maxRequestBytes,
       requestTimeoutMs: config.requestTimeoutMs,
       corsOrigins: config.corsOrigins,
+      grpcFastPath: config.grpcFastPath,
       log,
       // Not an RPC path: the health probes, the OpenAPI document and its reference page, then the
       // REST routes of the same handlers (so REST runs through the interceptors above), then a

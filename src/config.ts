@@ -58,6 +58,12 @@ export interface Config {
    * JSON such as {"plans":{"free":{"key":{"capacity":20,"refillPerSec":10},"tenant":{…}}}}.
    */
   rateLimitPlans: Partial<RateLimitPlans> | undefined;
+  /**
+   * Unary gRPC over HTTP/2 served by tenantd's own fast path (src/transport/grpc-fast.ts) rather
+   * than connect-node; same interceptors, same bytes on the wire. TENANTD_GRPC_FAST_PATH, 1 or 0,
+   * default 1. Switch it off to compare, or if a client ever sees a difference.
+   */
+  grpcFastPath: boolean;
 }
 
 export type LogLevel = "debug" | "info" | "warn" | "error" | "silent";
@@ -181,5 +187,6 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Readonly<Confi
     rateLimitTimeoutMs: int(env, "TENANTD_RATE_LIMIT_TIMEOUT_MS", redisTimeoutMs, 5, 60_000),
     rateLimitPlanCacheMs: int(env, "TENANTD_RATE_LIMIT_PLAN_CACHE_MS", 30_000, 0, 3_600_000),
     rateLimitPlans: plans(env, "TENANTD_RATE_LIMIT_PLANS"),
+    grpcFastPath: int(env, "TENANTD_GRPC_FAST_PATH", 1, 0, 1) === 1,
   });
 }

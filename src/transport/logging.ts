@@ -147,8 +147,22 @@ export const callStateKey = createContextKey<CallState | undefined>(undefined, {
 
 const REQUEST_ID_RE = /^[A-Za-z0-9._-]{1,64}$/;
 
+// Random bytes are drawn in blocks: one getrandom call per id cost more than the rest of a
+// trivial call's request-id handling (12 % of CPU under gRPC load). The ids stay unpredictable;
+// they just come from a shared block.
+const ID_BYTES = 12;
+const ID_POOL_IDS = 512;
+let idPool = Buffer.alloc(0);
+let idOffset = 0;
+
 export function newRequestId(): string {
-  return `req_${randomBytes(12).toString("base64url")}`;
+  if (idOffset + ID_BYTES > idPool.length) {
+    idPool = randomBytes(ID_BYTES * ID_POOL_IDS);
+    idOffset = 0;
+  }
+  const id = idPool.toString("base64url", idOffset, idOffset + ID_BYTES);
+  idOffset += ID_BYTES;
+  return `req_${id}`;
 }
 
 /** Honours a well-formed incoming id (so a caller can correlate across services); else a new one. */

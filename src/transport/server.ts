@@ -16,6 +16,7 @@ import { codeFromHttpStatus, codeToString } from "@connectrpc/connect/protocol-c
 import { type ConnectNodeAdapterOptions, connectNodeAdapter } from "@connectrpc/connect-node";
 import { createCors } from "./cors.js";
 import { deadlineInterceptor } from "./deadline.js";
+import { createGrpcFastPath, type GrpcFastPath } from "./grpc-fast.js";
 import {
   type CallState,
   callStateKey,
@@ -54,6 +55,12 @@ export interface ServerOptions {
    * any protocol handler, so Connect, gRPC-Web and REST share one policy. Default: none, no CORS.
    */
   corsOrigins?: readonly string[];
+  /**
+   * Serve unary gRPC calls over HTTP/2 on the fast path (grpc-fast.ts) instead of connect-node,
+   * with the same interceptors and implementations and the same bytes on the wire. The services
+   * it serves are captured from the `router.service` calls `routes` makes. Default: true.
+   */
+  grpcFastPath?: boolean;
   /** Handles every request that is not an RPC path: /healthz, /readyz, REST. Default: 404. */
   fallback?: (req: NodeRequest, res: NodeResponse) => void;
 }
@@ -114,12 +121,31 @@ export function createServer(opts: ServerOptions): Server {
     values.set(drainSignalKey, draining.signal);
     return values;
   };
+  const interceptors = [requestLogInterceptor(log), deadlineInterceptor(opts.requestTimeoutMs), ...opts.interceptors];
+  const fast: GrpcFastPath | undefined =
+    opts.grpcFastPath === false
+      ? undefined
+      : createGrpcFastPath({
+          interceptors,
+          maxRequestBytes: opts.maxRequestBytes,
+          shutdownSignal: shutdown.signal,
+          log,
+          requestIdFrom,
+          contextValues: (state) => {
+            const values = createContextValues();
+            values.set(callStateKey, state);
+            values.set(drainSignalKey, draining.signal);
+            return values;
+          },
+        });
   const handler = connectNodeAdapter({
     routes: (router) => {
-      opts.routes(router);
+      // The fast path needs the implementations themselves, which the router keeps only wrapped in
+      // its protocol handlers: it sees every registration on the way through.
+      opts.routes(fast ? capturingRouter(router, fast) : router);
       rpcPaths = new Set(router.handlers.map((h) => h.requestPath));
     },
-    interceptors: [requestLogInterceptor(log), deadlineInterceptor(opts.requestTimeoutMs), ...opts.interceptors],
+    interceptors,
     readMaxBytes: opts.maxRequestBytes,
     grpc: true,
     grpcWeb: true,
@@ -199,6 +225,22 @@ export function createServer(opts: ServerOptions): Server {
 
   const h1 = http.createServer(onRequest);
   const h2 = http2.createServer({}, onRequest);
+  if (fast) {
+    // Node's compatibility layer (Http2ServerRequest/Response, then 'request') is itself a
+    // 'stream' listener. It is taken off and called only for the streams the fast path leaves, so
+    // that fast-path calls pay for neither the compatibility objects nor connect's plumbing.
+    const compat = h2.listeners("stream");
+    if (compat.length !== 1) throw new Error(`expected one http2 'stream' listener, found ${compat.length}`);
+    const onCompatStream = compat[0] as (...args: unknown[]) => void;
+    h2.removeListener("stream", onCompatStream);
+    h2.on(
+      "stream",
+      (stream: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders, flags: number, raw: string[]) => {
+        if (fast.handle(stream, headers)) return;
+        onCompatStream.call(h2, stream, headers, flags, raw);
+      },
+    );
+  }
 
   h1.on("connection", (socket: net.Socket) => {
     h1Sockets.set(socket, 0);
@@ -322,6 +364,26 @@ export function createServer(opts: ServerOptions): Server {
       return closed;
     },
   };
+}
+
+/** A router that reports every registration to the fast path before making it. */
+function capturingRouter(router: ConnectRouter, fast: GrpcFastPath): ConnectRouter {
+  const wrapped: ConnectRouter = {
+    get handlers() {
+      return router.handlers;
+    },
+    service(service, impl, options) {
+      router.service(service, impl, options);
+      fast.addService(service, impl, options);
+      return wrapped;
+    },
+    rpc(method, impl, options) {
+      router.rpc(method, impl, options);
+      fast.addRpc(method, impl, options);
+      return wrapped;
+    },
+  };
+  return wrapped;
 }
 
 function notFound(_req: NodeRequest, res: NodeResponse): void {
