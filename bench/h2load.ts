@@ -12,6 +12,8 @@ import * as http2 from "node:http2";
 import * as net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { performance } from "node:perf_hooks";
+import { pathToFileURL } from "node:url";
 
 const UNLIMITED = { capacity: 1e9, refillPerSec: 1e9 };
 const BENCH_PLANS = JSON.stringify({
@@ -173,6 +175,12 @@ export interface LoadResult {
   p50_us: number;
   p99_us: number;
   requests: number;
+  /**
+   * Requests h2load completed plus the runner's samples: every request of a counted (`-n`) run,
+   * the divisor of per-call counters read around it (Redis commands). A timed run's count leaves
+   * out its warm-up requests, so it undercounts what the server answered.
+   */
+  responses: number;
   /** Responses the runner checked itself (before, during, after). */
   sampled: number;
 }
@@ -338,7 +346,14 @@ export async function h2load(baseUrl: string, t: LoadTarget, o: LoadOptions): Pr
     // After the load too: the server must still answer correctly.
     await t.check();
     sampled++;
-    return { rps: r.rps, p50_us: p50, p99_us: p99, requests: r.total, sampled };
+    return {
+      rps: r.rps,
+      p50_us: p50,
+      p99_us: p99,
+      requests: r.total,
+      responses: Math.max(r.status2xx, r.total) + sampled,
+      sampled,
+    };
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
@@ -390,4 +405,252 @@ export function grpcOnce(
     });
     req.end(body);
   });
+}
+
+/** A bare gRPC server in a child process (see startEchoChild). */
+export interface EchoChild {
+  baseUrl: string;
+  port: number;
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts `startGrpcJsEcho(port)` of bench/grpc-echo.ts (a bare @grpc/grpc-js server answering
+ * grpc.health.v1.Health/Check) in a child process, like tenantd, so that neither server shares
+ * an event loop with the load generator or the runner. Resolves once the child says it listens.
+ */
+export async function startEchoChild(root: string): Promise<EchoChild> {
+  const port = await freePort();
+  // BENCH_GRPC_ECHO: another module with the same export, to compare another bare server.
+  const module = pathToFileURL(process.env.BENCH_GRPC_ECHO || join(root, "bench", "grpc-echo.ts")).href;
+  const script = [
+    `const { startGrpcJsEcho } = await import(${JSON.stringify(module)});`,
+    `const server = await startGrpcJsEcho(${port});`,
+    `const stop = () => server.close().then(() => process.exit(0), () => process.exit(1));`,
+    `process.once("SIGTERM", stop);`,
+    `process.once("SIGINT", stop);`,
+    `process.stdout.write("listening\\n");`,
+  ].join("\n");
+  const child = spawn(process.execPath, ["--import", "tsx", "--input-type=module", "-e", script], {
+    cwd: root,
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let output = "";
+  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+  let dead = false;
+  void exited.then(() => {
+    dead = true;
+  });
+  const stop = async () => {
+    if (dead) return;
+    child.kill("SIGTERM");
+    const timer = setTimeout(() => child.kill("SIGKILL"), 10_000);
+    await exited;
+    clearTimeout(timer);
+  };
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(
+      () => reject(new Error(`grpc-js echo child not listening after 60 s:\n${output}`)),
+      60_000,
+    );
+    const onData = (b: Buffer) => {
+      output = (output + b.toString("utf8")).slice(-8000);
+      if (output.includes("listening\n")) {
+        clearTimeout(timer);
+        resolve();
+      }
+    };
+    child.stdout?.on("data", onData);
+    child.stderr?.on("data", (b: Buffer) => {
+      output = (output + b.toString("utf8")).slice(-8000);
+    });
+    void exited.then((code) => {
+      clearTimeout(timer);
+      reject(new Error(`grpc-js echo child exited with ${code}:\n${output}`));
+    });
+  }).catch(async (err) => {
+    await stop();
+    throw err;
+  });
+  return { baseUrl: `http://127.0.0.1:${port}`, port, stop };
+}
+
+// ---------------------------------------------------------------------------------------------
+// h2gen: a small gRPC load generator over node:http2, for what h2load cannot do: a different
+// request body on every request (h2load sends one `-d` file). It keeps `connections` h2c
+// sessions with `streams` requests in flight on each, cycles through `bodies`, and checks EVERY
+// response (HTTP 200 and grpc-status 0, from the trailers or a trailers-only answer), decoding
+// every `checkEvery`-th message with `checkMessage`. Its own cost is higher than h2load's, so
+// its figures are compared only with other figures of the same generator.
+
+export interface GrpcLoadOptions {
+  baseUrl: string;
+  /** `/package.Service/Method`. */
+  path: string;
+  /** Request headers besides :method and :path (content-type, te, authorization). */
+  headers: Record<string, string>;
+  /** Framed request messages (5-byte prefix + message), sent in turn. */
+  bodies: Uint8Array[];
+  connections: number;
+  /** Concurrent requests per connection. */
+  streams: number;
+  /** Measured seconds, after `warmUpS` unmeasured ones. */
+  durationS: number;
+  warmUpS: number;
+  /** Throws unless the response message (unframed) answers the request `bodies[index]`. */
+  checkMessage(message: Buffer, index: number): void;
+  /** Decode and check every n-th response (default 97); every response's status is checked. */
+  checkEvery?: number;
+}
+
+export interface GrpcLoadResult {
+  rps: number;
+  p50_us: number;
+  p99_us: number;
+  /** Responses completed in the measured window. */
+  requests: number;
+  /** Every response, warm-up included: the divisor of per-call counters read around the run. */
+  responses: number;
+  /** Messages decoded and checked. */
+  decoded: number;
+  /** Distinct request bodies sent. */
+  distinctBodies: number;
+}
+
+function connectH2(baseUrl: string): Promise<http2.ClientHttp2Session> {
+  return new Promise((resolve, reject) => {
+    const s = http2.connect(baseUrl);
+    s.once("connect", () => {
+      s.off("error", reject);
+      resolve(s);
+    });
+    s.once("error", reject);
+  });
+}
+
+/** Runs the generator once; rejects on the first failed, erroring or non-OK response. */
+export async function grpcLoad(o: GrpcLoadOptions): Promise<GrpcLoadResult> {
+  const sessions = await Promise.all(Array.from({ length: o.connections }, () => connectH2(o.baseUrl)));
+  const checkEvery = o.checkEvery ?? 97;
+  let phase: "warm-up" | "measure" | "stop" = o.warmUpS > 0 ? "warm-up" : "measure";
+  let failure: Error | undefined;
+  let next = 0;
+  let responses = 0;
+  let measured = 0;
+  let decoded = 0;
+  let inFlight = 0;
+  let measureStart = phase === "measure" ? performance.now() : 0;
+  let measureEnd = 0;
+  const latencies: number[] = [];
+  let settle: () => void = () => {};
+  const settled = new Promise<void>((resolve) => {
+    settle = resolve;
+  });
+  const fail = (err: Error) => {
+    failure ??= err;
+  };
+
+  const issue = (session: http2.ClientHttp2Session) => {
+    if (phase === "stop" || failure !== undefined) {
+      if (inFlight === 0) settle();
+      return;
+    }
+    const index = next++ % o.bodies.length;
+    const decode = next % checkEvery === 0;
+    const startedIn = phase;
+    const t0 = performance.now();
+    inFlight++;
+    const req = session.request({ ":method": "POST", ":path": o.path, ...o.headers });
+    let httpStatus = 0;
+    let grpcStatus: string | undefined;
+    let grpcMessage: string | undefined;
+    const chunks: Buffer[] = [];
+    req.on("response", (h) => {
+      httpStatus = Number(h[":status"]);
+      if (h["grpc-status"] !== undefined) grpcStatus = String(h["grpc-status"]);
+      if (h["grpc-message"] !== undefined) grpcMessage = String(h["grpc-message"]);
+    });
+    req.on("trailers", (t) => {
+      if (t["grpc-status"] !== undefined) grpcStatus = String(t["grpc-status"]);
+      if (t["grpc-message"] !== undefined) grpcMessage = String(t["grpc-message"]);
+    });
+    req.on("data", (c: Buffer) => {
+      if (decode) chunks.push(c);
+    });
+    let finished = false;
+    req.once("error", (e) => {
+      if (finished) return;
+      finished = true;
+      inFlight--;
+      fail(new Error(`${o.path}: stream error: ${e.message}`));
+      issue(session);
+    });
+    req.once("end", () => {
+      if (finished) return;
+      finished = true;
+      inFlight--;
+      const done = performance.now();
+      responses++;
+      if (httpStatus !== 200 || grpcStatus !== "0") {
+        fail(
+          new Error(
+            `${o.path}: request ${index} answered HTTP ${httpStatus} grpc-status ${grpcStatus ?? "(none)"} ${decodeURIComponent(grpcMessage ?? "")}`,
+          ),
+        );
+      } else if (decode) {
+        try {
+          const body = Buffer.concat(chunks);
+          if (body.length < 5 || body[0] !== 0 || body.readUInt32BE(1) !== body.length - 5) {
+            throw new Error(`not one uncompressed message frame (${body.length} bytes)`);
+          }
+          o.checkMessage(body.subarray(5), index);
+          decoded++;
+        } catch (e) {
+          fail(new Error(`${o.path}: response to request ${index}: ${e instanceof Error ? e.message : String(e)}`));
+        }
+      }
+      if (phase === "measure") {
+        measured++;
+        if (startedIn === "measure") latencies.push((done - t0) * 1000);
+      }
+      issue(session);
+    });
+    req.end(o.bodies[index]);
+  };
+
+  const warmUp = setTimeout(() => {
+    phase = "measure";
+    measureStart = performance.now();
+  }, o.warmUpS * 1000);
+  const stop = setTimeout(
+    () => {
+      phase = "stop";
+      measureEnd = performance.now();
+    },
+    (o.warmUpS + o.durationS) * 1000,
+  );
+  for (const s of sessions) for (let i = 0; i < o.streams; i++) issue(s);
+  await settled;
+  clearTimeout(warmUp);
+  clearTimeout(stop);
+  for (const s of sessions) s.close();
+  if (failure) throw failure;
+  latencies.sort((a, b) => a - b);
+  return {
+    rps: measured / ((measureEnd - measureStart) / 1000),
+    p50_us: quantile(latencies, 0.5),
+    p99_us: quantile(latencies, 0.99),
+    requests: measured,
+    responses,
+    decoded,
+    distinctBodies: Math.min(next, o.bodies.length),
+  };
+}
+
+/** A gRPC message frame: flag 0 (uncompressed), 4-byte big-endian length, the message. */
+export function grpcFrame(message: Uint8Array): Uint8Array {
+  const out = new Uint8Array(5 + message.length);
+  new DataView(out.buffer).setUint32(1, message.length);
+  out.set(message, 5);
+  return out;
 }
