@@ -37,6 +37,7 @@ import { createRedis, whenReady } from "./store/redis/client.js";
 import { createRedisInvalidationBus } from "./store/redis/invalidation-bus.js";
 import { createRedisQuotaStore } from "./store/redis/quota-store.js";
 import { createRateLimitRedis, createRedisRateLimiter } from "./store/redis/rate-limiter.js";
+import { purgeTenantKeys } from "./store/redis/tenant-keys.js";
 import { assertAccessDeclared } from "./transport/access.js";
 import { type HealthService, registerHealth } from "./transport/health.js";
 import { authInterceptor } from "./transport/interceptors/auth.js";
@@ -131,7 +132,20 @@ export async function createApp(config: Readonly<Config>, opts: AppOptions = {})
       onError: (err) => log.error("audit write failed", { error: String(err) }),
     });
 
-    const tenantService = createTenantService({ tenants: stores.tenants, clock, pageTokens, bus, audit });
+    const cleanupRedis = redis;
+    const tenantService = createTenantService({
+      tenants: stores.tenants,
+      clock,
+      pageTokens,
+      bus,
+      audit,
+      afterDelete: cleanupRedis
+        ? async (tenantId) => {
+            await purgeTenantKeys(cleanupRedis, tenantId);
+          }
+        : undefined,
+      onCleanupError: (err) => log.warn("removing a deleted tenant's Redis keys failed", { error: String(err) }),
+    });
     // Rate limits on every authenticated call (key and tenant buckets in one decision), and the
     // LimitService's quotas and buckets. The limiter has a Redis connection of its own so that
     // the hot path never queues behind pub/sub or slower commands.

@@ -35,6 +35,12 @@ export interface TenantServiceDeps {
   pageTokens: PageTokens;
   bus: Pick<InvalidationBus, "publish">;
   audit: AuditRecorder;
+  /**
+   * Runs after a tenant is deleted, e.g. to remove its Redis keys at once. A failure is reported
+   * to `onCleanupError` and does not undo the deletion (the keys expire by themselves).
+   */
+  afterDelete?: (tenantId: string) => Promise<void>;
+  onCleanupError?: (err: unknown) => void;
 }
 
 const SVC = "tenantd.v1.TenantService";
@@ -251,6 +257,7 @@ export function createTenantService(deps: TenantServiceDeps): ServiceImpl<typeof
     const tomb = await tenants.delete(tenantId, scope.principal.keyId, clock.now());
     if (!tomb) throw tenantNotFound(tenantId);
     await bus.publish({ kind: "tenant", tenantId });
+    if (deps.afterDelete) await deps.afterDelete(tenantId).catch((err) => deps.onCleanupError?.(err));
     return { tenantId, deleteTime: ts(tomb.deletedAt) };
   }
 
