@@ -140,7 +140,3 @@ export function unavailable(what: string, cause?: unknown): DomainError {
     cause,
   });
 }
-
-export function isDomainError(e: unknown): e is DomainError {
-  return e instanceof DomainError;
-}
