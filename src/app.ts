@@ -209,6 +209,8 @@ export async function createApp(config: Readonly<Config>, opts: AppOptions = {})
       plans: config.rateLimitPlans,
       overrideCache,
       onBackendError: (err, what) => log.warn("limit backend failed", { what, error: String(err) }),
+      // CheckRateLimit's bucket is decided with the caller's per-call buckets, in one Redis call.
+      perCallFolds: limiting,
     });
 
     const keyService = createKeyService({

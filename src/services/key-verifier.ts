@@ -39,6 +39,8 @@ export class KeyVerifier {
   private readonly maxEntries: number;
   /** Bumped by every invalidation, so that a lookup that raced one is not cached. */
   private generation = 0;
+  /** Lookups running now, by key id, with the generation they started in. */
+  private readonly loading = new Map<string, { generation: number; lookup: Promise<Credential | null> }>();
 
   constructor(private readonly opts: KeyVerifierOptions) {
     this.maxEntries = opts.maxEntries ?? 100_000;
@@ -77,16 +79,32 @@ export class KeyVerifier {
     return { ok: true, key, tenantStatus, rotatedSecret };
   }
 
-  private async credential(kid: string): Promise<Credential | null> {
+  private credential(kid: string): Credential | null | Promise<Credential | null> {
     const now = this.opts.clock.now();
     const hit = this.cache.get(kid);
     if (hit && hit.expiresAt > now) return hit.credential;
+    // Concurrent misses of one key share one lookup (after an "all" invalidation, when Redis
+    // comes back, every call would otherwise query the store at once) — but only a lookup started
+    // in the current generation: a call that arrives after an invalidation (a revoke) must not
+    // get an answer read before it.
     const generation = this.generation;
-    const credential = await this.opts.keys.credential(kid);
-    // An invalidation that arrived while the lookup ran may concern this very key: do not cache a
-    // result that might predate it.
-    if (credential && generation === this.generation && this.opts.ttlMs > 0) this.put(kid, credential, now);
-    return credential;
+    const pending = this.loading.get(kid);
+    if (pending !== undefined && pending.generation === generation) return pending.lookup;
+    const lookup = this.opts.keys.credential(kid).then(
+      (credential) => {
+        if (this.loading.get(kid)?.lookup === lookup) this.loading.delete(kid);
+        // An invalidation that arrived while the lookup ran may concern this very key: do not
+        // cache a result that might predate it.
+        if (credential && generation === this.generation && this.opts.ttlMs > 0) this.put(kid, credential, now);
+        return credential;
+      },
+      (err: unknown) => {
+        if (this.loading.get(kid)?.lookup === lookup) this.loading.delete(kid);
+        throw err;
+      },
+    );
+    this.loading.set(kid, { generation, lookup });
+    return lookup;
   }
 
   private put(kid: string, credential: Credential, now: number): void {

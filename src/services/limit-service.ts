@@ -11,6 +11,7 @@ import {
 } from "../../gen/tenantd/v1/limit_pb.js";
 import {
   CheckAndTrackResourceResponseSchema,
+  type CheckRateLimitRequest,
   CheckRateLimitResponseSchema,
   CheckResourceResponseSchema,
   CommitReservationResponseSchema,
@@ -66,6 +67,9 @@ import {
 } from "./limits/convert.js";
 import type { OverrideCache } from "./limits/override-cache.js";
 import { periodWindow } from "./limits/periods.js";
+import { plainlyValidCheckRateLimit } from "./rate-limit/check-request.js";
+import { FixedDelayTimer, withinDelay } from "./rate-limit/fixed-timer.js";
+import { type FoldPlan, type FoldRegistry, foldedDecisionFor } from "./rate-limit/fold.js";
 import {
   type BucketLimit,
   DEFAULT_RATE_LIMIT_PLANS,
@@ -74,7 +78,7 @@ import {
   type PlanLimits,
   type RateLimitPlans,
 } from "./rate-limit/policy.js";
-import type { RateLimiter } from "./rate-limit/types.js";
+import type { BucketDecision, BucketSpec, RateLimiter } from "./rate-limit/types.js";
 import { canonicalHash, currentTenantId, scopeOf } from "./util.js";
 
 // LimitService: resource quotas (definitions, usage, check / track / check-and-track, reserve
@@ -126,6 +130,18 @@ export interface LimitServiceDeps {
   definitionsCacheMs?: number;
   /** Backend failures that a fail mode answered for; throttling is the caller's business. */
   onBackendError?: (err: unknown, what: "quota" | "rate_limit") => void;
+  /**
+   * The per-call rate limit, to which CheckRateLimit registers its planner, so that the caller's
+   * buckets and the requested one are decided in one limiter call (services/rate-limit/fold.ts).
+   */
+  perCallFolds?: FoldRegistry;
+}
+
+/** What CheckRateLimit's plan carries for the handler. */
+interface RateLimitPlanData {
+  def: BucketDef;
+  /** The cost asked for (0: read). */
+  cost: number;
 }
 
 const SVC = "tenantd.v1.LimitService";
@@ -341,13 +357,10 @@ export function createLimitService(deps: LimitServiceDeps): ServiceImpl<typeof L
 
   // ---- backends under a bound and a fail mode ---------------------------------------------------
 
-  const bounded = <T>(p: Promise<T>): Promise<T> => {
-    let timer: NodeJS.Timeout | undefined;
-    const bound = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new LimiterTimeoutError(deps.timeoutMs)), deps.timeoutMs);
-    });
-    return Promise.race([p, bound]).finally(() => clearTimeout(timer));
-  };
+  // Every backend call's bound has the same length: one shared timer (rate-limit/fixed-timer.ts).
+  const bound = new FixedDelayTimer(deps.timeoutMs);
+  const timedOut = () => new LimiterTimeoutError(deps.timeoutMs);
+  const bounded = <T>(p: Promise<T>): Promise<T> => withinDelay(bound, p, timedOut);
 
   /** Runs a quota-store call; on failure, undefined when failing open, UNAVAILABLE otherwise. */
   async function quotaCall<T>(fn: () => Promise<T>, mode: FailMode | "never"): Promise<T | undefined> {
@@ -506,6 +519,57 @@ export function createLimitService(deps: LimitServiceDeps): ServiceImpl<typeof L
     }
     return { tenantId, reservation: out.reservation };
   }
+
+  // ---- CheckRateLimit's bucket ------------------------------------------------------------------
+
+  /**
+   * The bucket and cost of a CheckRateLimit request, or the error the RPC answers (unknown named
+   * bucket, no refill, cost above the capacity). Cost 0 reads the bucket: the port has no read,
+   * but a cost above the capacity is always refused, and a refusal charges nothing and reports
+   * the bucket as it is.
+   */
+  async function planRateLimit(req: CheckRateLimitRequest, tenantId: string): Promise<FoldPlan> {
+    let def: BucketDef;
+    if (req.definition !== undefined) {
+      def = bucketFromProto(req.definition);
+      if (!(refillRate(def) > 0)) {
+        throw invalidField("definition", "set either refill_per_second, or both refill_amount and refill_interval");
+      }
+    } else {
+      const named = (await bucketsOf(tenantId)).items.find((b) => b.name === req.bucket);
+      if (!named) {
+        throw new DomainError("not_found", "RESOURCE_NOT_FOUND", `no bucket named ${req.bucket}`, {
+          metadata: { bucket: req.bucket },
+        });
+      }
+      def = named;
+    }
+    const cost = req.cost === undefined ? 1 : Number(req.cost);
+    if (cost > def.capacity) {
+      throw invalidField("cost", `must be at most the bucket's capacity (${def.capacity})`);
+    }
+    const bucket: BucketSpec = {
+      id: `b:${req.bucket}:${subjectKey(req.subject)}`,
+      capacity: def.capacity,
+      refillPerSec: refillRate(def),
+      // The stepped form: whole tokens at each interval (see BucketSpec).
+      ...(def.refillPerSecond <= 0 && def.refillAmount > 0 && def.refillIntervalMs > 0
+        ? { refillAmount: def.refillAmount, refillIntervalMs: def.refillIntervalMs }
+        : {}),
+    };
+    const data: RateLimitPlanData = { def, cost };
+    return { bucket, cost: cost === 0 ? def.capacity + 1 : cost, data };
+  }
+
+  // The per-call rate limit decides this bucket with the caller's own (one Redis round trip for
+  // both; services/rate-limit/fold.ts). It runs before validation, so the plan is made only for a
+  // request that certainly passes the protovalidate rules (rate-limit/check-request.ts) and that
+  // the handler would not refuse; anything else takes the usual path, decided here.
+  deps.perCallFolds?.registerFold(`${SVC}/CheckRateLimit`, async (message, tenantId) => {
+    const req = message as CheckRateLimitRequest;
+    if (!plainlyValidCheckRateLimit(req)) return undefined;
+    return planRateLimit(req, tenantId).catch(() => undefined);
+  });
 
   // ---- the RPCs ---------------------------------------------------------------------------------
 
@@ -743,38 +807,27 @@ export function createLimitService(deps: LimitServiceDeps): ServiceImpl<typeof L
 
     async checkRateLimit(req, ctx) {
       const tenantId = currentTenantId(scopeOf(ctx));
-      let def: { capacity: number; rate: number };
-      if (req.definition !== undefined) {
-        const b = bucketFromProto(req.definition);
-        def = { capacity: b.capacity, rate: refillRate(b) };
-        if (!(def.rate > 0)) {
-          throw invalidField("definition", "set either refill_per_second, or both refill_amount and refill_interval");
-        }
-      } else {
-        const named = (await bucketsOf(tenantId)).items.find((b) => b.name === req.bucket);
-        if (!named) {
-          throw new DomainError("not_found", "RESOURCE_NOT_FOUND", `no bucket named ${req.bucket}`, {
-            metadata: { bucket: req.bucket },
-          });
-        }
-        def = { capacity: named.capacity, rate: refillRate(named) };
-      }
-      const cost = req.cost === undefined ? 1 : Number(req.cost);
-      if (cost > def.capacity) {
-        throw invalidField("cost", `must be at most the bucket's capacity (${def.capacity})`);
-      }
-      const spec = { id: `b:${req.bucket}:${subjectKey(req.subject)}`, capacity: def.capacity, refillPerSec: def.rate };
-      // Cost 0 reads the bucket: the port has no read, but a cost above the capacity is always
-      // refused and a refusal charges nothing and reports the bucket as it is.
-      const take = cost === 0 ? def.capacity + 1 : cost;
+      // Planned and decided with the caller's own buckets by the per-call rate limit (see
+      // planRateLimit above), or planned and decided here.
+      const folded = foldedDecisionFor(ctx.values, req);
+      const plan = folded?.plan ?? (await planRateLimit(req, tenantId));
+      const { def, cost } = plan.data as RateLimitPlanData;
       const now = clock.now();
-      let d: Awaited<ReturnType<RateLimiter["take"]>>;
-      try {
-        d = await bounded(rateLimiter.take(tenantId, [spec], take));
-      } catch (err) {
+      const degradedAnswer = (err: unknown) => {
         deps.onBackendError?.(err, "rate_limit");
         if (deps.rateLimitFailMode === "closed") throw unavailable("rate limiter", err);
         return create(CheckRateLimitResponseSchema, { allowed: true, limit: BigInt(def.capacity), remaining: 0n });
+      };
+      let d: BucketDecision;
+      if (folded !== undefined) {
+        if (!folded.result.ok) return degradedAnswer(folded.result.error);
+        d = folded.result.decision;
+      } else {
+        try {
+          d = await bounded(rateLimiter.take(tenantId, [plan.bucket], plan.cost));
+        } catch (err) {
+          return degradedAnswer(err);
+        }
       }
       const allowed = cost === 0 ? true : d.allowed;
       return create(CheckRateLimitResponseSchema, {

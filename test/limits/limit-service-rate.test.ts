@@ -5,6 +5,7 @@ import { Code } from "@connectrpc/connect";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ResourceLimit_Period as Period } from "../../gen/tenantd/v1/limit_pb.js";
 import { expectError } from "../helpers/app.js";
+import { REDIS_URL } from "./helpers.js";
 import { deadRedisQuotaStore, type LimitHarness, startLimitHarness } from "./limit-harness.js";
 
 let lh: LimitHarness;
@@ -126,6 +127,31 @@ describe("CheckRateLimit", () => {
       Code.InvalidArgument,
       "FIELD_INVALID",
     );
+  });
+
+  it("a stepped bucket gives tokens back in whole steps, and says when the next step comes", async () => {
+    const t = await lh.h.newTenant();
+    const o = lh.h.as(t.key);
+    await lh.limits.updateRateLimitBuckets(
+      { buckets: [{ name: "exports", capacity: 2n, refillAmount: 2n, refillInterval: { seconds: 3600n } }] },
+      o,
+    );
+    const check = () => lh.limits.checkRateLimit({ bucket: "exports", subject: "s" }, o);
+    expect((await check()).allowed).toBe(true);
+    expect((await check()).allowed).toBe(true);
+    const refused = await check();
+    expect(refused.allowed).toBe(false);
+    // The next step is an hour after the first take (the Redis limiter's clock has moved a little).
+    const retrySec = Number(refused.retryAfter?.seconds ?? 0n) + (refused.retryAfter?.nanos ?? 0) / 1e9;
+    expect(retrySec).toBeGreaterThan(3590);
+    expect(retrySec).toBeLessThanOrEqual(3600);
+    if (REDIS_URL) return;
+    // In process, on the harness clock: half an hour on, a continuous refill at the same
+    // average rate would have a token back; the stepped bucket has none until the step.
+    lh.h.clock.advance(1800_000);
+    expect(await check()).toMatchObject({ allowed: false, retryAfter: { seconds: 1800n } });
+    lh.h.clock.advance(1800_000);
+    expect(await check()).toMatchObject({ allowed: true, remaining: 1n });
   });
 
   it("buckets of two tenants with the same name and subject are separate", async () => {

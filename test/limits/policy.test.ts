@@ -123,6 +123,22 @@ describe("limits of a caller", () => {
   });
 });
 
+describe("stepped buckets", () => {
+  it("a stepped key bucket (e.g. from an override) refills in whole steps; the denial cache follows it", async () => {
+    const { policy, overrides, clock } = setup();
+    const t = freshTenant();
+    overrides.set(t, { key: { capacity: 2, refillPerSec: 1, refillAmount: 2, refillIntervalMs: 2000 } });
+    expect(await passes(() => policy.check(tenantKey(t)), 2)).toBe(2);
+    expect(await policy.check(tenantKey(t))).toMatchObject({ allowed: false, retryAfterMs: 2000 });
+    // Continuous refill at the same average rate would have one token back after 1 s.
+    clock.advance(1999);
+    expect(await policy.check(tenantKey(t))).toMatchObject({ allowed: false, retryAfterMs: 1 });
+    expect(policy.stats().cachedDenials).toBe(1);
+    clock.advance(1);
+    expect(await passes(() => policy.check(tenantKey(t)), 3)).toBe(2);
+  });
+});
+
 describe("denial cache", () => {
   it("refuses a denied bucket locally until its retry time, then asks the limiter again", async () => {
     const { policy, clock } = setup();

@@ -1,6 +1,7 @@
 import type { Clock } from "../../domain/clock.js";
 import { DomainError, unavailable } from "../../domain/errors.js";
-import type { BucketDecision, BucketSpec, RateLimiter } from "./types.js";
+import { FixedDelayTimer, withinDelay } from "./fixed-timer.js";
+import type { AfterTake, BucketDecision, BucketSpec, RateLimiter } from "./types.js";
 
 // What the per-call limit is for a caller, and what happens when the limiter cannot answer.
 //
@@ -27,8 +28,11 @@ export type FailMode = "open" | "closed";
 export interface BucketLimit {
   /** Burst: the most calls that can pass at once. */
   capacity: number;
-  /** Sustained calls per second. */
+  /** Sustained calls per second (for a stepped bucket, the average). */
   refillPerSec: number;
+  /** Stepped refill (see BucketSpec): `refillAmount` calls every `refillIntervalMs`; both or neither. */
+  refillAmount?: number;
+  refillIntervalMs?: number;
 }
 
 export interface PlanLimits {
@@ -210,9 +214,25 @@ export interface RateLimitStats {
   failures: number;
 }
 
+/**
+ * The answer on a `after` bucket decided with the per-call buckets: the limiter's decision, or
+ * the error that kept it from deciding (the policy failed open; the caller applies its own fail
+ * mode to this part).
+ */
+export type AfterResult = { ok: true; decision: BucketDecision } | { ok: false; error: unknown };
+
 export interface RateLimitPolicy {
-  /** Decides a call of cost 1. Throws UNAVAILABLE BACKEND_UNAVAILABLE when failing closed. */
-  check(subject: LimitSubject): Promise<LimitOutcome>;
+  /**
+   * Decides a call of cost 1. Throws UNAVAILABLE BACKEND_UNAVAILABLE when failing closed.
+   *
+   * With `after` (tenant keys only: the bucket lives under the caller's tenant), the same limiter
+   * call goes on to decide `after` once the per-call buckets have allowed the call (see
+   * RateLimiter.take); its answer is `after` in the outcome. A refused call (from the denial
+   * cache or the limiter) leaves `after` undecided and untouched.
+   */
+  check(subject: LimitSubject, after?: AfterTake): Promise<LimitOutcome & { after?: AfterResult }>;
+  /** The refusal the denial cache gives the subject right now, without the limiter; else null. */
+  cachedDenial(subject: LimitSubject): Promise<LimitOutcome | null>;
   /** The limits that apply to the subject right now. */
   limitsFor(subject: LimitSubject): Promise<{ tenantId: string; buckets: Array<BucketSpec & { kind: BucketKind }> }>;
   stats(): RateLimitStats;
@@ -236,6 +256,7 @@ interface CachedDenial {
   cost: number;
   capacity: number;
   refillPerSec: number;
+  refillIntervalMs: number | undefined;
 }
 
 export function createRateLimitPolicy(deps: RateLimitPolicyDeps): RateLimitPolicy {
@@ -298,54 +319,78 @@ export function createRateLimitPolicy(deps: RateLimitPolicyDeps): RateLimitPolic
     denials.set(key, d);
   };
 
-  const withTimeout = <T>(p: Promise<T>): Promise<T> => {
-    let timer: NodeJS.Timeout | undefined;
-    const bound = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new LimiterTimeoutError(deps.timeoutMs)), deps.timeoutMs);
-    });
-    return Promise.race([p, bound]).finally(() => clearTimeout(timer));
+  // Every decision's bound has the same length: one shared timer (fixed-timer.ts).
+  const bound = new FixedDelayTimer(deps.timeoutMs);
+  const timedOut = () => new LimiterTimeoutError(deps.timeoutMs);
+  const withTimeout = <T>(p: Promise<T>): Promise<T> => withinDelay(bound, p, timedOut);
+
+  /** A cached refusal of one of the buckets, or null; drops entries that no longer apply. */
+  const denialOf = (
+    s: LimitSubject,
+    tenantId: string,
+    buckets: Array<BucketSpec & { kind: BucketKind }>,
+    cost: number,
+  ): LimitOutcome | null => {
+    if (denials.size === 0) return null;
+    const now = limiterClock.now();
+    for (const b of buckets) {
+      const key = `${tenantId}\u0000${b.id}`;
+      const d = denials.get(key);
+      if (d === undefined) continue;
+      // A denial recorded under other limits (an override since) says nothing about these.
+      if (
+        d.until <= now ||
+        d.capacity !== b.capacity ||
+        d.refillPerSec !== b.refillPerSec ||
+        d.refillIntervalMs !== b.refillIntervalMs
+      ) {
+        denials.delete(key);
+        continue;
+      }
+      if (cost < d.cost) continue;
+      stats.cachedDenials++;
+      return {
+        allowed: false,
+        retryAfterMs: d.until - now,
+        tripped: {
+          kind: b.kind,
+          subject: subjectOf(b.kind, s, tenantId),
+          limit: { capacity: b.capacity, refillPerSec: b.refillPerSec },
+          remaining: 0,
+          resetMs: Math.max(0, d.fullAt - now),
+        },
+      };
+    }
+    return null;
   };
 
   return {
     limitsFor,
     stats: () => ({ ...stats }),
-    async check(s) {
+    async cachedDenial(s) {
+      if (denials.size === 0) return null;
+      const { tenantId, buckets } = await limitsFor(s);
+      return denialOf(s, tenantId, buckets, 1);
+    },
+    async check(s, after) {
       const cost = 1;
       const { tenantId, buckets } = await limitsFor(s);
-      const now = limiterClock.now();
-
-      for (const b of buckets) {
-        const key = `${tenantId}\u0000${b.id}`;
-        const d = denials.get(key);
-        if (d === undefined) continue;
-        // A denial recorded under other limits (an override since) says nothing about these.
-        if (d.until <= now || d.capacity !== b.capacity || d.refillPerSec !== b.refillPerSec) {
-          denials.delete(key);
-          continue;
-        }
-        if (cost < d.cost) continue;
-        stats.cachedDenials++;
-        return {
-          allowed: false,
-          retryAfterMs: d.until - now,
-          tripped: {
-            kind: b.kind,
-            subject: subjectOf(b.kind, s, tenantId),
-            limit: { capacity: b.capacity, refillPerSec: b.refillPerSec },
-            remaining: 0,
-            resetMs: Math.max(0, d.fullAt - now),
-          },
-        };
+      if (after !== undefined && tenantId !== s.tenantId) {
+        throw new Error("rate limit policy: a after-bucket needs a tenant key's own tenant");
       }
+      const denied = denialOf(s, tenantId, buckets, cost);
+      if (denied !== null) return denied;
 
       let decision: BucketDecision;
       stats.limiterCalls++;
       try {
-        decision = await withTimeout(deps.limiter.take(tenantId, buckets, cost));
+        decision = await withTimeout(deps.limiter.take(tenantId, buckets, cost, after));
       } catch (err) {
         report(err);
         if (deps.failMode === "closed") throw unavailable("rate limiter", err);
-        return { allowed: true, tightest: null };
+        return after === undefined
+          ? { allowed: true, tightest: null }
+          : { allowed: true, tightest: null, after: { ok: false, error: err } };
       }
 
       const reportOf = (i: number): BucketReport => {
@@ -369,6 +414,7 @@ export function createRateLimitPolicy(deps: RateLimitPolicyDeps): RateLimitPolic
           cost,
           capacity: b.capacity,
           refillPerSec: b.refillPerSec,
+          refillIntervalMs: b.refillIntervalMs,
         });
         return { allowed: false, tripped: reportOf(i), retryAfterMs: decision.retryAfterMs };
       }
@@ -381,7 +427,12 @@ export function createRateLimitPolicy(deps: RateLimitPolicyDeps): RateLimitPolic
         const best = decision.remaining[t] ?? 0;
         if (r < best || (r === best && (decision.resetMs[i] ?? 0) > (decision.resetMs[t] ?? 0))) t = i;
       }
-      return { allowed: true, tightest: reportOf(t) };
+      if (after === undefined) return { allowed: true, tightest: reportOf(t) };
+      const afterResult: AfterResult =
+        decision.after === undefined
+          ? { ok: false, error: new Error("the limiter did not decide the after-bucket") }
+          : { ok: true, decision: decision.after };
+      return { allowed: true, tightest: reportOf(t), after: afterResult };
     },
   };
 }
