@@ -26,6 +26,8 @@ import { createPlanCache } from "./services/rate-limit/policy.js";
 import type { RateLimiter } from "./services/rate-limit/types.js";
 import { createTenantService } from "./services/tenant-service.js";
 import { unimplementedService } from "./services/unimplemented.js";
+import { createDirectUsageSink, UsagePipeline, type UsageSink } from "./services/usage/pipeline.js";
+import { createUsageService } from "./services/usage-service.js";
 import { createMemoryQuotaStore } from "./store/memory/quota-store.js";
 import { createMemoryRateLimiter } from "./store/memory/rate-limiter.js";
 import type { Stores } from "./store/ports.js";
@@ -33,16 +35,19 @@ import { type Database, openDatabase } from "./store/postgres/database.js";
 import { createPostgresStores } from "./store/postgres/index.js";
 import { createLimitStore, createOverrideStore } from "./store/postgres/limit-store.js";
 import { migrateAll } from "./store/postgres/migrate.js";
+import { createUsageStore } from "./store/postgres/usage-store.js";
 import { createRedis, whenReady } from "./store/redis/client.js";
 import { createRedisInvalidationBus } from "./store/redis/invalidation-bus.js";
 import { createRedisQuotaStore } from "./store/redis/quota-store.js";
 import { createRateLimitRedis, createRedisRateLimiter } from "./store/redis/rate-limiter.js";
 import { purgeTenantKeys } from "./store/redis/tenant-keys.js";
+import { createRedisUsageBuffer } from "./store/redis/usage-buffer.js";
 import { assertAccessDeclared } from "./transport/access.js";
 import { type HealthService, registerHealth } from "./transport/health.js";
 import { authInterceptor } from "./transport/interceptors/auth.js";
 import { ERROR_DOMAIN, errorInterceptor } from "./transport/interceptors/errors.js";
 import { createRateLimiting, type RateLimiting } from "./transport/interceptors/rate-limit.js";
+import { usageInterceptor } from "./transport/interceptors/usage.js";
 import { validationInterceptor } from "./transport/interceptors/validation.js";
 import { createLogger, type Logger, requestIdKey } from "./transport/logging.js";
 import { registerReflection } from "./transport/reflection.js";
@@ -54,7 +59,7 @@ import { createServer, type Server } from "./transport/server.js";
 /** The five tenantd services, in the order reflection lists them. */
 export const TENANTD_SERVICES: DescService[] = [TenantService, KeyService, ConfigService, LimitService, UsageService];
 /** Declared in the contract, answering UNIMPLEMENTED until built (see the README's table). */
-export const PENDING_SERVICES: DescService[] = [ConfigService, UsageService];
+export const PENDING_SERVICES: DescService[] = [ConfigService];
 
 export interface AppOptions {
   clock?: Clock;
@@ -70,6 +75,8 @@ export interface App {
   readonly stores: Stores;
   readonly verifier: KeyVerifier;
   readonly bus: InvalidationBus;
+  /** Usage metering: the in-process meter and its flush / roll-up cycle (tests call flush()). */
+  readonly usage: UsagePipeline;
   /** The owner key created by this start's bootstrap, if any (tests use it). */
   readonly bootstrapKey: string | undefined;
   listen(port?: number, host?: string): Promise<{ port: number }>;
@@ -213,6 +220,41 @@ export async function createApp(config: Readonly<Config>, opts: AppOptions = {})
       perCallFolds: limiting,
     });
 
+    // Usage: counted in process, flushed every cycle to Redis (rolled up into Postgres by the
+    // replica holding the roll-up lock) or, without Redis, straight to Postgres.
+    const usageStore = createUsageStore(db.knex);
+    let zoneOf: (tenantId: string) => Promise<string | null> = async () => null;
+    const zoneOfLate = (tenantId: string) => zoneOf(tenantId);
+    const usageRedis = redis;
+    const usageSink: UsageSink = usageRedis
+      ? createRedisUsageBuffer({
+          redis: usageRedis,
+          store: usageStore,
+          zoneOf: zoneOfLate,
+          lockTtlMs: Math.max(10_000, config.usageFlushMs * 5),
+          namespace: await stores.settings.getOrCreate("usage_namespace", () => randomBytes(8).toString("hex")),
+        })
+      : createDirectUsageSink(usageStore, zoneOfLate);
+    const usagePipeline = new UsagePipeline({
+      sink: usageSink,
+      store: usageStore,
+      clock,
+      flushMs: config.usageFlushMs,
+      retentionDays: config.usageRetentionDays,
+      onError: (what, err) => log.warn(`${what} failed`, { error: String(err) }),
+    });
+    const usage = createUsageService({
+      store: usageStore,
+      pipeline: usagePipeline,
+      tenants: stores.tenants,
+      limits: createLimitStore(db.knex),
+      clock,
+      pageTokens,
+      bus,
+    });
+    zoneOf = usage.zoneOf;
+    usagePipeline.start();
+
     const keyService = createKeyService({
       keys: stores.keys,
       tenants: stores.tenants,
@@ -238,6 +280,7 @@ export async function createApp(config: Readonly<Config>, opts: AppOptions = {})
       router.service(TenantService, tenantService);
       router.service(KeyService, keyService);
       router.service(LimitService, limitService);
+      router.service(UsageService, usage.service);
       for (const s of PENDING_SERVICES) router.service(s, unimplementedService(s));
       health = registerHealth(router, { probes, log, services: TENANTD_SERVICES.map((s) => s.typeName) });
       registerReflection(router, { extraFiles: [file_google_rpc_error_details] });
@@ -252,6 +295,7 @@ export async function createApp(config: Readonly<Config>, opts: AppOptions = {})
           requestIdOf: (values) => values.get(requestIdKey),
         }),
         limiting.interceptor,
+        ...(config.usageCounting ? [usageInterceptor(usagePipeline.meter, () => clock.now())] : []),
         validationInterceptor(),
       ],
       maxRequestBytes: config.maxRequestBytes,
@@ -300,12 +344,14 @@ export async function createApp(config: Readonly<Config>, opts: AppOptions = {})
       stores,
       verifier,
       bus,
+      usage: usagePipeline,
       bootstrapKey: boot.apiKey,
       listen: (port = config.port, host = config.host) => server.listen(port, host),
       close() {
         closing ??= (async () => {
           await server.close(config.shutdownGraceMs);
           await verifier.close().catch((err) => log.warn("last-used flush at close failed", { error: String(err) }));
+          await usagePipeline.close().catch((err) => log.warn("usage flush at close failed", { error: String(err) }));
           await limiting.close();
           await quota.close();
           await bus.close();

@@ -64,6 +64,15 @@ export interface Config {
    * default 1. Switch it off to compare, or if a client ever sees a difference.
    */
   grpcFastPath: boolean;
+  /**
+   * How often usage counted in process is flushed (to Redis, then rolled up into Postgres; or
+   * straight to Postgres without Redis). TENANTD_USAGE_FLUSH_MS, default 1000 ms.
+   */
+  usageFlushMs: number;
+  /** Daily usage rows older than this are compacted into monthly rows. TENANTD_USAGE_RETENTION_DAYS, default 400. */
+  usageRetentionDays: number;
+  /** Count `api_calls` of every call made with a tenant's key. TENANTD_USAGE_COUNTING, 1 or 0, default 1. */
+  usageCounting: boolean;
 }
 
 export type LogLevel = "debug" | "info" | "warn" | "error" | "silent";
@@ -188,5 +197,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Readonly<Confi
     rateLimitPlanCacheMs: int(env, "TENANTD_RATE_LIMIT_PLAN_CACHE_MS", 30_000, 0, 3_600_000),
     rateLimitPlans: plans(env, "TENANTD_RATE_LIMIT_PLANS"),
     grpcFastPath: int(env, "TENANTD_GRPC_FAST_PATH", 1, 0, 1) === 1,
+    usageFlushMs: int(env, "TENANTD_USAGE_FLUSH_MS", 1000, 50, 600_000),
+    usageRetentionDays: int(env, "TENANTD_USAGE_RETENTION_DAYS", 400, 35, 36_500),
+    usageCounting: int(env, "TENANTD_USAGE_COUNTING", 1, 0, 1) === 1,
   });
 }

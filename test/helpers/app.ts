@@ -60,6 +60,8 @@ export async function startHarness(overrides: Partial<Config> = {}): Promise<Har
     // about rate limits get limits they cannot reach. Rate-limit tests pass their own plans.
     rateLimitPlans: UNREACHABLE_PLANS,
     shutdownGraceMs: 1000,
+    // Usage cycles run when a test calls app.usage.flush(), not on a timer.
+    usageFlushMs: 0,
     ...overrides,
   };
   let bootstrapBanner = "";

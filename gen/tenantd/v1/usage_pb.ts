@@ -272,7 +272,8 @@ export type UsageAlert = Message<"tenantd.v1.UsageAlert"> & {
 
   /**
    * How abnormal the day is: the distance from the baseline in robust standard deviations (median
-   * absolute deviation). Alerts are raised from 4.
+   * absolute deviation, floored). An alert needs a score of at least 4 and also a day well above
+   * the usual level in absolute and relative terms; docs/usage-anomalies.md has every threshold.
    *
    * @generated from field: double score = 7;
    */

@@ -210,8 +210,9 @@ export type RecordUsageRequest = Message<"tenantd.v1.RecordUsageRequest"> & {
   keyId: string;
 
   /**
-   * End user that the usage is attributed to, as a reporting dimension: 1 to 128 characters of
-   * `A-Z`, `a-z`, `0-9`, `_`, `.`, `:`, `@`, `|`, `+` and `-`; empty for none.
+   * End user that the usage is attributed to: 1 to 128 characters of `A-Z`, `a-z`, `0-9`, `_`,
+   * `.`, `:`, `@`, `|`, `+` and `-`; empty for none. Part of the report's body for `event_id`
+   * comparisons; the usage reads do not break totals down by end user yet.
    *
    * @generated from field: string user_id = 4;
    */
@@ -227,9 +228,10 @@ export type RecordUsageRequest = Message<"tenantd.v1.RecordUsageRequest"> & {
 
   /**
    * Idempotency key of the event, at most 128 characters of `A-Z`, `a-z`, `0-9`, `_`, `.`, `:` and
-   * `-` (a UUID fits); empty for none. The same id with the same body is counted once and
-   * answers `duplicate` true; with another body, FAILED_PRECONDITION REQUEST_ID_CONFLICT. Ids are
-   * remembered for 35 days.
+   * `-` (a UUID fits); empty for none. The same id is counted once, across replicas and restarts,
+   * for 35 days. A retry that reaches the replica which took the first report answers
+   * `duplicate` true, or FAILED_PRECONDITION REQUEST_ID_CONFLICT when its body differs; a retry
+   * that reaches another replica is still not counted again but may answer `duplicate` false.
    *
    * @generated from field: string event_id = 6;
    */

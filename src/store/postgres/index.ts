@@ -8,6 +8,7 @@ import { createTenantStore } from "./tenant-store.js";
 export { type Database, type DatabaseConfig, openDatabase } from "./database.js";
 export { createTenantSchema, type MigrateOptions, type MigrateProgress, migrateAll } from "./migrations/index.js";
 export { withTenantSchema } from "./tenant-scope.js";
+export { createUsageStore } from "./usage-store.js";
 
 /** The storage ports over one database (Postgres or PGlite); close() closes the database. */
 export function createPostgresStores(db: Database): Stores {

@@ -118,6 +118,83 @@ export const CONTROL_MIGRATIONS: readonly ControlMigration[] = [
       )`,
     ],
   },
+  {
+    version: 3,
+    name: "usage",
+    statements: [
+      // UsageService's durable figures. Every row belongs to a tenant and goes with the tenant row
+      // on delete. Days are the tenant's local calendar days; a period is a month, `YYYY-MM`.
+      //
+      // Daily rows: one per tenant, day, metric, key ("" for none) and method ("" for reported
+      // metrics), added to by every applied batch.
+      `create table tenantd.usage_daily (
+        tenant_id text not null references tenantd.tenants (id) on delete cascade,
+        day date not null,
+        metric text not null,
+        key_id text not null,
+        method text not null,
+        quantity bigint not null,
+        events bigint not null,
+        last_time timestamptz not null,
+        primary key (tenant_id, day, metric, key_id, method)
+      )`,
+      // Compaction folds a whole month's daily rows into these (same key and method).
+      `create table tenantd.usage_monthly (
+        tenant_id text not null references tenantd.tenants (id) on delete cascade,
+        period text not null,
+        metric text not null,
+        key_id text not null,
+        method text not null,
+        quantity bigint not null,
+        events bigint not null,
+        last_time timestamptz not null,
+        primary key (tenant_id, period, metric, key_id, method)
+      )`,
+      // The running month total per metric, written in the same transaction as the daily rows and
+      // never touched by compaction, so it only grows.
+      `create table tenantd.usage_totals (
+        tenant_id text not null references tenantd.tenants (id) on delete cascade,
+        period text not null,
+        metric text not null,
+        quantity bigint not null,
+        events bigint not null,
+        last_time timestamptz not null,
+        primary key (tenant_id, period, metric)
+      )`,
+      // Serves the listing of tenants sorted by one metric's month total (both directions).
+      "create index usage_totals_rank_idx on tenantd.usage_totals (period, metric, quantity, tenant_id)",
+      // Batch ids applied; a batch applied again finds its id here and writes nothing.
+      `create table tenantd.usage_batches (
+        batch_id text primary key,
+        applied_at timestamptz not null default now()
+      )`,
+      "create index usage_batches_applied_idx on tenantd.usage_batches (applied_at)",
+      // Idempotency ids of reported events, per tenant.
+      `create table tenantd.usage_events (
+        tenant_id text not null references tenantd.tenants (id) on delete cascade,
+        event_id text not null,
+        body_hash text not null,
+        created_at timestamptz not null default now(),
+        primary key (tenant_id, event_id)
+      )`,
+      "create index usage_events_created_idx on tenantd.usage_events (created_at)",
+      // Anomaly alerts: at most one per tenant, metric and local day.
+      `create table tenantd.usage_alerts (
+        id text primary key,
+        tenant_id text not null references tenantd.tenants (id) on delete cascade,
+        metric text not null,
+        day date not null,
+        observed bigint not null,
+        baseline double precision not null,
+        score double precision not null,
+        created_at timestamptz not null,
+        constraint usage_alerts_day_key unique (tenant_id, metric, day)
+      )`,
+      // Newest first, across tenants and for one tenant.
+      "create index usage_alerts_list_idx on tenantd.usage_alerts (created_at desc, id desc)",
+      "create index usage_alerts_tenant_list_idx on tenantd.usage_alerts (tenant_id, created_at desc, id desc)",
+    ],
+  },
 ];
 
 export const CONTROL_SCHEMA_VERSION = CONTROL_MIGRATIONS[CONTROL_MIGRATIONS.length - 1]?.version ?? 0;
