@@ -196,6 +196,8 @@ export async function createApp(config: Readonly<Config>, opts: AppOptions = {})
       plans: config.rateLimitPlans,
       failMode: config.rateLimitFailMode,
       timeoutMs: config.rateLimitTimeoutMs,
+      // Leases save round trips; the in-process limiter has none to save.
+      leaseMax: redis ? config.rateLimitLeaseMax : 1,
       onError: (err, failures) =>
         log.warn("rate limiter unavailable", { error: String(err), failures, fail_mode: config.rateLimitFailMode }),
     });

@@ -51,6 +51,12 @@ export interface Config {
   quotaFailMode: FailMode;
   /** Bound on each rate-limit decision. TENANTD_RATE_LIMIT_TIMEOUT_MS, default TENANTD_REDIS_TIMEOUT_MS. */
   rateLimitTimeoutMs: number;
+  /**
+   * Largest batch of per-call tokens one limiter call takes for a busy key, spent in process
+   * (services/rate-limit/policy.ts, "Leases"); with Redis only. TENANTD_RATE_LIMIT_LEASE_MAX,
+   * default 64; 1 takes each call's token on its own.
+   */
+  rateLimitLeaseMax: number;
   /** How long a tenant's plan is cached for rate limits. TENANTD_RATE_LIMIT_PLAN_CACHE_MS, default 30 s. */
   rateLimitPlanCacheMs: number;
   /**
@@ -194,6 +200,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Readonly<Confi
     rateLimitFailMode: failMode(env, "TENANTD_RATE_LIMIT_FAIL_MODE", "open"),
     quotaFailMode: failMode(env, "TENANTD_QUOTA_FAIL_MODE", "closed"),
     rateLimitTimeoutMs: int(env, "TENANTD_RATE_LIMIT_TIMEOUT_MS", redisTimeoutMs, 5, 60_000),
+    rateLimitLeaseMax: int(env, "TENANTD_RATE_LIMIT_LEASE_MAX", 64, 1, 10_000),
     rateLimitPlanCacheMs: int(env, "TENANTD_RATE_LIMIT_PLAN_CACHE_MS", 30_000, 0, 3_600_000),
     rateLimitPlans: plans(env, "TENANTD_RATE_LIMIT_PLANS"),
     grpcFastPath: int(env, "TENANTD_GRPC_FAST_PATH", 1, 0, 1) === 1,

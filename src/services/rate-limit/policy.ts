@@ -17,6 +17,21 @@ import type { AfterTake, BucketDecision, BucketSpec, RateLimiter } from "./types
 // grow by refill, so the refusal is exactly what Redis would answer; it takes the load of a
 // client hammering past its limit off Redis and off the round trip.
 //
+// Leases: with a remote limiter, a busy key's per-call tokens are taken in batches. A call finds
+// its key's lease (tokens taken from the key and tenant buckets together, in one atomic limiter
+// call, by this process) and spends one token from it without a round trip; when the lease is
+// empty the next call takes a new one, and calls arriving meanwhile wait for that one limiter
+// call instead of each making their own. A lease starts at one token, doubles when the next one
+// is needed within 50 ms of the previous, halves when that took over 200 ms or tokens expired
+// unspent, and is never more than `leaseMax` or an eighth of the smallest bucket's capacity; a
+// lease that the buckets cannot fill falls back to a single token, so the last tokens of a
+// bucket are still handed out one at a time. Leased tokens left unspent after `leaseTtlMs` are dropped. Every
+// token is still taken from the buckets by the atomic script, so no lease admits a call the
+// buckets would refuse (0 over-admission); what a lease costs is that tokens one replica holds
+// are not available to another until spent or dropped: at most one lease per key per replica.
+// A key called at a low rate keeps leases of one token: one limiter call per call, exactly as
+// without leases. The RateLimit headers count the lease's unspent tokens as remaining.
+//
 // Faults: every limiter call is bounded by `timeoutMs` (on top of the Redis command timeout, so a
 // stalled connection, a slow script or a bug in a client library cannot hold a request). When
 // the limiter fails or times out, fail-open lets the call through unlimited and fail-closed
@@ -203,6 +218,14 @@ export interface RateLimitPolicyDeps {
   planOf?: PlanOf;
   /** Most denials remembered; default 10,000. */
   maxCachedDenials?: number;
+  /**
+   * Largest lease of per-call tokens taken from the limiter in one call (see "Leases" above);
+   * default 1, which takes every call's token on its own. A lease is also never more than an
+   * eighth of the smallest bucket's capacity.
+   */
+  leaseMax?: number;
+  /** How long leased tokens may be spent, in limiter-clock ms; default 1000. */
+  leaseTtlMs?: number;
 }
 
 export interface RateLimitStats {
@@ -324,6 +347,11 @@ export function createRateLimitPolicy(deps: RateLimitPolicyDeps): RateLimitPolic
   const timedOut = () => new LimiterTimeoutError(deps.timeoutMs);
   const withTimeout = <T>(p: Promise<T>): Promise<T> => withinDelay(bound, p, timedOut);
 
+  const leaseMax = Math.max(1, Math.floor(deps.leaseMax ?? 1));
+  const leaseTtlMs = deps.leaseTtlMs ?? 1000;
+  const leases = new Map<string, Lease>();
+  const maxLeases = 100_000;
+
   /** A cached refusal of one of the buckets, or null; drops entries that no longer apply. */
   const denialOf = (
     s: LimitSubject,
@@ -381,6 +409,8 @@ export function createRateLimitPolicy(deps: RateLimitPolicyDeps): RateLimitPolic
       const denied = denialOf(s, tenantId, buckets, cost);
       if (denied !== null) return denied;
 
+      if (after === undefined && leaseMax > 1) return leased(s, tenantId, buckets);
+
       let decision: BucketDecision;
       stats.limiterCalls++;
       try {
@@ -392,49 +422,219 @@ export function createRateLimitPolicy(deps: RateLimitPolicyDeps): RateLimitPolic
           ? { allowed: true, tightest: null }
           : { allowed: true, tightest: null, after: { ok: false, error: err } };
       }
-
-      const reportOf = (i: number): BucketReport => {
-        const b = buckets[i] as (typeof buckets)[number];
-        return {
-          kind: b.kind,
-          subject: subjectOf(b.kind, s, tenantId),
-          limit: { capacity: b.capacity, refillPerSec: b.refillPerSec },
-          remaining: decision.remaining[i] ?? 0,
-          resetMs: decision.resetMs[i] ?? 0,
-        };
-      };
-
-      if (!decision.allowed) {
-        const i = decision.tripped;
-        const b = buckets[i] as (typeof buckets)[number];
-        const at = limiterClock.now();
-        remember(`${tenantId}\u0000${b.id}`, {
-          until: at + decision.retryAfterMs,
-          fullAt: at + (decision.resetMs[i] ?? 0),
-          cost,
-          capacity: b.capacity,
-          refillPerSec: b.refillPerSec,
-          refillIntervalMs: b.refillIntervalMs,
-        });
-        return { allowed: false, tripped: reportOf(i), retryAfterMs: decision.retryAfterMs };
-      }
-
-      // The tightest bucket is the one with the fewest calls left; on a tie, the one that takes
-      // longer to refill.
-      let t = 0;
-      for (let i = 1; i < buckets.length; i++) {
-        const r = decision.remaining[i] ?? 0;
-        const best = decision.remaining[t] ?? 0;
-        if (r < best || (r === best && (decision.resetMs[i] ?? 0) > (decision.resetMs[t] ?? 0))) t = i;
-      }
-      if (after === undefined) return { allowed: true, tightest: reportOf(t) };
+      const outcome = outcomeOf(s, tenantId, buckets, decision, decision.remaining, decision.resetMs, cost);
+      if (after === undefined || !outcome.allowed) return outcome;
       const afterResult: AfterResult =
         decision.after === undefined
           ? { ok: false, error: new Error("the limiter did not decide the after-bucket") }
           : { ok: true, decision: decision.after };
-      return { allowed: true, tightest: reportOf(t), after: afterResult };
+      return { ...outcome, after: afterResult };
     },
   };
+
+  /** The outcome of a limiter decision (remembering a refusal in the denial cache). */
+  function outcomeOf(
+    s: LimitSubject,
+    tenantId: string,
+    buckets: Array<BucketSpec & { kind: BucketKind }>,
+    decision: BucketDecision,
+    remaining: readonly number[],
+    resetMs: readonly number[],
+    cost: number,
+  ): LimitOutcome {
+    const reportOf = (i: number): BucketReport => {
+      const b = buckets[i] as (typeof buckets)[number];
+      return {
+        kind: b.kind,
+        subject: subjectOf(b.kind, s, tenantId),
+        limit: { capacity: b.capacity, refillPerSec: b.refillPerSec },
+        remaining: remaining[i] ?? 0,
+        resetMs: resetMs[i] ?? 0,
+      };
+    };
+
+    if (!decision.allowed) {
+      const i = decision.tripped;
+      const b = buckets[i] as (typeof buckets)[number];
+      const at = limiterClock.now();
+      remember(`${tenantId}\u0000${b.id}`, {
+        until: at + decision.retryAfterMs,
+        fullAt: at + (decision.resetMs[i] ?? 0),
+        cost,
+        capacity: b.capacity,
+        refillPerSec: b.refillPerSec,
+        refillIntervalMs: b.refillIntervalMs,
+      });
+      return { allowed: false, tripped: reportOf(i), retryAfterMs: decision.retryAfterMs };
+    }
+
+    // The tightest bucket is the one with the fewest calls left; on a tie, the one that takes
+    // longer to refill.
+    let t = 0;
+    for (let i = 1; i < buckets.length; i++) {
+      const r = remaining[i] ?? 0;
+      const best = remaining[t] ?? 0;
+      if (r < best || (r === best && (resetMs[i] ?? 0) > (resetMs[t] ?? 0))) t = i;
+    }
+    return { allowed: true, tightest: reportOf(t) };
+  }
+
+  /** A call of cost 1 paid from the key's lease (see "Leases" at the top). */
+  async function leased(
+    s: LimitSubject,
+    tenantId: string,
+    buckets: Array<BucketSpec & { kind: BucketKind }>,
+  ): Promise<LimitOutcome> {
+    const key = `${tenantId}\u0000${s.keyId}`;
+    const sig = signatureOf(buckets);
+    let lease = leases.get(key);
+    if (lease === undefined || lease.sig !== sig) {
+      if (leases.size >= maxLeases) pruneLeases();
+      lease = newLease(sig);
+      leases.set(key, lease);
+    }
+    for (;;) {
+      const now = limiterClock.now();
+      if (lease.tokens > 0) {
+        if (now < lease.expiresAt) {
+          lease.tokens--;
+          if (lease.tokens === 0) lease.spentAt = now;
+          return leaseOutcome(s, tenantId, buckets, lease, now);
+        }
+        // Tokens left unspent: this key needs smaller leases.
+        lease.tokens = 0;
+        lease.size = Math.max(1, lease.size >> 1);
+      }
+      if (lease.fetching === null) {
+        const l = lease;
+        l.fetching = fetchLease(l, s, tenantId, buckets).finally(() => {
+          l.fetching = null;
+        });
+      }
+      lease.waiting++;
+      let r: LeaseFetch;
+      try {
+        r = await lease.fetching;
+      } finally {
+        lease.waiting--;
+      }
+      if (r !== null) return r;
+    }
+  }
+
+  /** Takes a new lease: null when it holds tokens now, else the outcome for every waiting call. */
+  async function fetchLease(
+    lease: Lease,
+    s: LimitSubject,
+    tenantId: string,
+    buckets: Array<BucketSpec & { kind: BucketKind }>,
+  ): Promise<LeaseFetch> {
+    let cap = leaseMax;
+    for (const b of buckets) cap = Math.min(cap, Math.floor(b.capacity / 8));
+    cap = Math.max(1, cap);
+    if (lease.spentAt !== null) {
+      // The previous lease was spent: size the next one to about 50–200 ms of this key's calls.
+      const lasted = limiterClock.now() - lease.grantedAt;
+      if (lasted <= LEASE_GROW_WITHIN_MS) lease.size *= 2;
+      else if (lasted > 4 * LEASE_GROW_WITHIN_MS) lease.size = Math.max(1, lease.size >> 1);
+    }
+    lease.size = Math.min(cap, lease.size);
+    lease.spentAt = null;
+    let n = Math.min(cap, Math.max(lease.size, lease.waiting + 1));
+    let d: BucketDecision;
+    try {
+      stats.limiterCalls++;
+      d = await withTimeout(deps.limiter.take(tenantId, buckets, n));
+      if (!d.allowed && n > 1) {
+        // The buckets hold fewer than a lease: hand out what is left one token at a time.
+        n = 1;
+        lease.size = 1;
+        stats.limiterCalls++;
+        d = await withTimeout(deps.limiter.take(tenantId, buckets, 1));
+      }
+    } catch (err) {
+      report(err);
+      if (deps.failMode === "closed") throw unavailable("rate limiter", err);
+      return { allowed: true, tightest: null };
+    }
+    if (!d.allowed) return outcomeOf(s, tenantId, buckets, d, d.remaining, d.resetMs, 1);
+    const at = limiterClock.now();
+    lease.tokens = n;
+    lease.grantedAt = at;
+    lease.expiresAt = at + leaseTtlMs;
+    lease.remaining = d.remaining;
+    lease.resetMs = d.resetMs;
+    return null;
+  }
+
+  function leaseOutcome(
+    s: LimitSubject,
+    tenantId: string,
+    buckets: Array<BucketSpec & { kind: BucketKind }>,
+    lease: Lease,
+    now: number,
+  ): LimitOutcome {
+    const elapsed = now - lease.grantedAt;
+    const remaining = lease.remaining.map((r) => r + lease.tokens);
+    const resetMs = lease.resetMs.map((r) => Math.max(0, r - elapsed));
+    return outcomeOf(s, tenantId, buckets, ALLOWED, remaining, resetMs, 1);
+  }
+
+  function pruneLeases(): void {
+    const now = limiterClock.now();
+    for (const [k, l] of leases) if (l.fetching === null && (l.tokens === 0 || l.expiresAt <= now)) leases.delete(k);
+    if (leases.size >= maxLeases) for (const [k, l] of leases) if (l.fetching === null) leases.delete(k);
+  }
+}
+
+/** A lease grows when the next one is needed this soon after the previous one was taken. */
+const LEASE_GROW_WITHIN_MS = 50;
+
+/** A key's leased per-call tokens (see "Leases" at the top of this file). */
+interface Lease {
+  /** The limits the tokens were taken under; other limits (an override since) start a new lease. */
+  sig: string;
+  /** Unspent tokens. */
+  tokens: number;
+  grantedAt: number;
+  expiresAt: number;
+  /** When the last token was spent, while the lease was live; null otherwise. */
+  spentAt: number | null;
+  /** The buckets' remaining tokens and reset times when the lease was taken. */
+  remaining: number[];
+  resetMs: number[];
+  /** Tokens the next lease asks for. */
+  size: number;
+  fetching: Promise<LeaseFetch> | null;
+  /** Calls waiting for `fetching`. */
+  waiting: number;
+}
+
+/** null: the lease holds tokens; otherwise the outcome of every call that waited for it. */
+type LeaseFetch = LimitOutcome | null;
+
+const ALLOWED: BucketDecision = { allowed: true, tripped: -1, remaining: [], retryAfterMs: 0, resetMs: [] };
+
+function newLease(sig: string): Lease {
+  return {
+    sig,
+    tokens: 0,
+    grantedAt: 0,
+    expiresAt: 0,
+    spentAt: null,
+    remaining: [],
+    resetMs: [],
+    size: 1,
+    fetching: null,
+    waiting: 0,
+  };
+}
+
+function signatureOf(buckets: readonly BucketSpec[]): string {
+  let sig = "";
+  for (const b of buckets)
+    sig += `${b.id}/${b.capacity}/${b.refillPerSec}/${b.refillAmount ?? ""}/${b.refillIntervalMs ?? ""};`;
+  return sig;
 }
 
 /** RESOURCE_EXHAUSTED RATE_LIMITED for a refused call, naming the bucket that refused it. */

@@ -55,6 +55,8 @@ export interface RateLimitingDeps {
   plans?: Partial<RateLimitPlans>;
   /** The tenant's plan name; defaults to the default plan for everyone. See createPlanCache. */
   planOf?: PlanOf;
+  /** Largest lease of per-call tokens (RateLimitPolicyDeps.leaseMax); default 1: no leases. */
+  leaseMax?: number;
   /**
    * Whether registered FoldPlanners are used (fold.ts); default true. Off, the per-call limit is
    * always a limiter call of its own and handlers take their buckets themselves.
