@@ -1,6 +1,7 @@
 // Usage's calendar helpers: local days and months of a tenant's zone, across DST changes, odd
 // offsets and year ends.
 import { describe, expect, it } from "vitest";
+import { localMs } from "../../src/services/limits/periods.js";
 import {
   addDays,
   daysBetween,
@@ -13,6 +14,41 @@ import {
 import { SLOT_MS, slotOf } from "../../src/services/usage/meter.js";
 
 describe("usage calendar", () => {
+  it("localDay's per-zone cache answers as the formatter does, walking across DST days and back", () => {
+    const zones = [
+      "America/New_York",
+      "Australia/Lord_Howe",
+      "Asia/Kathmandu",
+      "Pacific/Chatham",
+      "Europe/London",
+      "UTC",
+    ];
+    const uncached = (tz: string, t: number) => new Date(localMs(tz, t)).toISOString().slice(0, 10);
+    let mismatches = 0;
+    let checked = 0;
+    for (const tz of zones) {
+      // Forward through 2026 in 7-minute steps around the year's transitions, then random jumps.
+      for (const start of [
+        "2026-03-07T00:00:00Z",
+        "2026-03-28T00:00:00Z",
+        "2026-04-04T00:00:00Z",
+        "2026-10-24T00:00:00Z",
+      ]) {
+        for (let t = Date.parse(start); t < Date.parse(start) + 3 * 86_400_000; t += 7 * 60_000) {
+          checked++;
+          if (localDay(tz, t) !== uncached(tz, t)) mismatches++;
+        }
+      }
+      for (let i = 0; i < 500; i++) {
+        const t = Date.parse("2020-01-01T00:00:00Z") + Math.floor(Math.random() * 10 * 365 * 86_400_000);
+        checked++;
+        if (localDay(tz, t) !== uncached(tz, t)) mismatches++;
+      }
+    }
+    expect(checked).toBeGreaterThan(10_000);
+    expect(mismatches).toBe(0);
+  });
+
   it("gives the local month's bounds, DST included (New York, Sydney, Kathmandu)", () => {
     expect(periodBounds("America/New_York", "2026-03")).toEqual({
       startMs: Date.parse("2026-03-01T05:00:00Z"),

@@ -5,9 +5,22 @@ import { SLOT_MS } from "./meter.js";
 
 const DAY_MS = 86_400_000;
 
-/** The local day of an instant in a zone, `YYYY-MM-DD`. */
+/** The last local day asked for per zone, with its instants [startMs, endMs). */
+const currentDays = new Map<string, { startMs: number; endMs: number; day: string }>();
+
+/**
+ * The local day of an instant in a zone, `YYYY-MM-DD`. RecordUsage asks this on every call, and
+ * Intl's formatter is the costliest step of it: the answer is kept per zone for as long as
+ * instants fall inside the same day.
+ */
 export function localDay(timeZone: string, atMs: number): string {
-  return new Date(localMs(timeZone, atMs)).toISOString().slice(0, 10);
+  const c = currentDays.get(timeZone);
+  if (c !== undefined && atMs >= c.startMs && atMs < c.endMs) return c.day;
+  const w = periodWindow("day", timeZone, atMs);
+  const day = new Date(localMs(timeZone, w.startMs)).toISOString().slice(0, 10);
+  if (currentDays.size >= 10_000) currentDays.clear();
+  currentDays.set(timeZone, { startMs: w.startMs, endMs: w.endMs, day });
+  return day;
 }
 
 const slotDays = new Map<string, string>();
