@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ManualClock, systemClock } from "../../src/domain/clock.js";
+import { DomainError } from "../../src/domain/errors.js";
 import {
   createMemoryOverrideSource,
   createRateLimitPolicy,
@@ -154,6 +155,48 @@ describe("leases on one replica (in-process limiter, manual clock)", () => {
     const t = freshTenant();
     for (let i = 0; i < 10; i++) expect((await policy.check(key(t))).allowed).toBe(true);
     expect(seen.calls).toBe(10);
+  });
+});
+
+describe("leases when the limiter fails", () => {
+  /** A limiter that fails while `down` is set, else answers from the in-process one. */
+  function flaky(clock: ManualClock) {
+    const inner = createMemoryRateLimiter({ clock });
+    const state = { down: false };
+    const limiter: RateLimiter = {
+      take: (...args) => (state.down ? Promise.reject(new Error("connection lost")) : inner.take(...args)),
+      close: () => inner.close(),
+    };
+    return { limiter, state };
+  }
+
+  it("fail-closed: every waiting call gets its own UNAVAILABLE; enforcement resumes with the limiter", async () => {
+    const clock = new ManualClock();
+    const { limiter, state } = flaky(clock);
+    const { policy } = manualSetup(1000, 1, { limiter, clock, failMode: "closed" });
+    const t = freshTenant();
+    for (let i = 0; i < 50; i++) await policy.check(key(t));
+    clock.advance(2000);
+    state.down = true;
+    const results = await Promise.allSettled(Array.from({ length: 20 }, () => policy.check(key(t))));
+    const errors = results.map((r) => (r.status === "rejected" ? r.reason : null));
+    expect(errors.every((e) => e instanceof DomainError && e.reason === "BACKEND_UNAVAILABLE")).toBe(true);
+    expect(new Set(errors).size).toBe(20);
+    state.down = false;
+    const after = await policy.check(key(t));
+    expect(after).toMatchObject({ allowed: true, tightest: { kind: "key" } });
+  });
+
+  it("fail-open: waiting calls pass without figures, and the next lease has them again", async () => {
+    const clock = new ManualClock();
+    const { limiter, state } = flaky(clock);
+    const { policy } = manualSetup(1000, 1, { limiter, clock, failMode: "open" });
+    const t = freshTenant();
+    state.down = true;
+    const outcomes = await Promise.all(Array.from({ length: 20 }, () => policy.check(key(t))));
+    expect(outcomes.every((o) => o.allowed && o.tightest === null)).toBe(true);
+    state.down = false;
+    expect(await policy.check(key(t))).toMatchObject({ allowed: true, tightest: { remaining: 999 } });
   });
 });
 

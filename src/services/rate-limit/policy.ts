@@ -518,11 +518,14 @@ export function createRateLimitPolicy(deps: RateLimitPolicyDeps): RateLimitPolic
       } finally {
         lease.waiting--;
       }
-      if (r !== null) return r;
+      if (r === null) continue;
+      // Each waiting call gets an error of its own (interceptors may decorate it).
+      if ("failedClosed" in r) throw unavailable("rate limiter", r.failedClosed);
+      return r;
     }
   }
 
-  /** Takes a new lease: null when it holds tokens now, else the outcome for every waiting call. */
+  /** Takes a new lease for the calls waiting on `lease` (LeaseFetch says what they get). */
   async function fetchLease(
     lease: Lease,
     s: LimitSubject,
@@ -554,7 +557,7 @@ export function createRateLimitPolicy(deps: RateLimitPolicyDeps): RateLimitPolic
       }
     } catch (err) {
       report(err);
-      if (deps.failMode === "closed") throw unavailable("rate limiter", err);
+      if (deps.failMode === "closed") return { failedClosed: err };
       return { allowed: true, tightest: null };
     }
     if (!d.allowed) return outcomeOf(s, tenantId, buckets, d, d.remaining, d.resetMs, 1);
@@ -610,8 +613,11 @@ interface Lease {
   waiting: number;
 }
 
-/** null: the lease holds tokens; otherwise the outcome of every call that waited for it. */
-type LeaseFetch = LimitOutcome | null;
+/**
+ * null: the lease holds tokens; `failedClosed`: the limiter failed and the policy fails closed;
+ * otherwise the outcome of every call that waited for it.
+ */
+type LeaseFetch = LimitOutcome | null | { failedClosed: unknown };
 
 const ALLOWED: BucketDecision = { allowed: true, tripped: -1, remaining: [], retryAfterMs: 0, resetMs: [] };
 
