@@ -55,6 +55,7 @@ import { createDocsHandler } from "./transport/rest/docs.js";
 import { tenantdOpenApi } from "./transport/rest/document.js";
 import { createRestHandler, writeNotFound } from "./transport/rest/handler.js";
 import { createServer, type Server } from "./transport/server.js";
+import { installShortAsciiTextEncoding } from "./transport/text-encoding.js";
 
 /** The five tenantd services, in the order reflection lists them. */
 export const TENANTD_SERVICES: DescService[] = [TenantService, KeyService, ConfigService, LimitService, UsageService];
@@ -85,6 +86,7 @@ export interface App {
 }
 
 export async function createApp(config: Readonly<Config>, opts: AppOptions = {}): Promise<App> {
+  installShortAsciiTextEncoding();
   const clock = opts.clock ?? systemClock;
   const log = opts.log ?? createLogger(config.logLevel);
   const print = opts.print ?? ((t: string) => process.stdout.write(t));
