@@ -200,6 +200,24 @@ describe("leases when the limiter fails", () => {
   });
 });
 
+/** Three policies (replicas) with leases over one limiter, counting its calls. */
+function threeReplicas(limiter: RateLimiter, capacity: number, refillPerSec: number) {
+  const { limiter: counted, seen } = counting(limiter);
+  const replicas: RateLimitPolicy[] = Array.from({ length: 3 }, () =>
+    createRateLimitPolicy({
+      limiter: counted,
+      overrides: createMemoryOverrideSource(),
+      clock: systemClock,
+      failMode: "closed",
+      timeoutMs: 2000,
+      onError: () => {},
+      plans: onePlan(capacity, refillPerSec),
+      leaseMax: 64,
+    }),
+  );
+  return { replicas, seen };
+}
+
 describe.each(LIMITERS)("leases across replicas ($name limiter)", ({ skip, make }) => {
   let limiter: RateLimiter;
   beforeAll(async () => {
@@ -214,19 +232,7 @@ describe.each(LIMITERS)("leases across replicas ($name limiter)", ({ skip, make 
     async () => {
       const capacity = 400;
       const refillPerSec = 300;
-      const { limiter: counted, seen } = counting(limiter);
-      const replicas: RateLimitPolicy[] = Array.from({ length: 3 }, () =>
-        createRateLimitPolicy({
-          limiter: counted,
-          overrides: createMemoryOverrideSource(),
-          clock: systemClock,
-          failMode: "closed",
-          timeoutMs: 2000,
-          onError: () => {},
-          plans: onePlan(capacity, refillPerSec),
-          leaseMax: 64,
-        }),
-      );
+      const { replicas, seen } = threeReplicas(limiter, capacity, refillPerSec);
       const t = freshTenant();
       let admitted = 0;
       let calls = 0;
@@ -257,19 +263,7 @@ describe.each(LIMITERS)("leases across replicas ($name limiter)", ({ skip, make 
   it.skipIf(skip)(
     "3 replicas × 50 concurrent clients within their limits: every call admitted, under 0.05 limiter calls per call",
     async () => {
-      const { limiter: counted, seen } = counting(limiter);
-      const replicas: RateLimitPolicy[] = Array.from({ length: 3 }, () =>
-        createRateLimitPolicy({
-          limiter: counted,
-          overrides: createMemoryOverrideSource(),
-          clock: systemClock,
-          failMode: "closed",
-          timeoutMs: 2000,
-          onError: () => {},
-          plans: onePlan(1_000_000, 1_000_000),
-          leaseMax: 64,
-        }),
-      );
+      const { replicas, seen } = threeReplicas(limiter, 1_000_000, 1_000_000);
       const t = freshTenant();
       let admitted = 0;
       let calls = 0;
