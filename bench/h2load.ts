@@ -48,6 +48,17 @@ async function freePort(): Promise<number> {
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
+/** One row of the bench table and of `bench/results/latest.json`. */
+export interface BenchRow {
+  case: string;
+  rps: number;
+  p50_us: number;
+  p99_us: number;
+  ratio: number | null;
+  baseline: string | null;
+  redis_ops_per_call: number | null;
+}
+
 export interface ChildServer {
   baseUrl: string;
   port: number;

@@ -46,6 +46,7 @@ import { TAKE_TOKENS_LUA } from "../src/store/redis/rate-limiter.js";
 import { createLogger } from "../src/transport/logging.js";
 import { openTestDatabase } from "../test/helpers/database.js";
 import {
+  type BenchRow,
   type ChildServer,
   grpcFrame,
   grpcLoad,
@@ -60,16 +61,6 @@ import {
   tempBodyFile,
 } from "./h2load.js";
 import { type UsageBenchOutcome, usageCases } from "./usage-cases.js";
-
-interface Result {
-  case: string;
-  rps: number;
-  p50_us: number;
-  p99_us: number;
-  ratio: number | null;
-  baseline: string | null;
-  redis_ops_per_call: number | null;
-}
 
 const SEED = Number(process.env.BENCH_TENANTS ?? 1000);
 const SAMPLES = Number(process.env.BENCH_SAMPLES ?? 200);
@@ -115,7 +106,7 @@ const median = (xs: number[]) => {
 };
 
 interface H2Outcome {
-  rows: Result[];
+  rows: BenchRow[];
   mode: string;
   /** REST ÷ Connect JSON req/s, median of the per-round ratios. */
   restRatio: number;
@@ -248,7 +239,7 @@ async function h2loadCases(child: ChildServer, bench: BenchTenant): Promise<H2Ou
       }
     }
     const connectRuns = runs.get("connect-json-get-current-tenant") ?? [];
-    const pick = (name: string, baseline?: string): Result => {
+    const pick = (name: string, baseline?: string): BenchRow => {
       const rs = runs.get(name) ?? [];
       // The round with the median throughput, so p50/p99 come from one real run.
       const m = [...rs].sort((a, b) => a.rps - b.rps)[Math.floor(rs.length / 2)] as LoadResult;
@@ -363,7 +354,7 @@ async function rounds(
      */
     redisRun?: () => Promise<Measured>;
   }>,
-): Promise<Result[]> {
+): Promise<BenchRow[]> {
   const runs = new Map<string, Measured[]>(cases.map((c) => [c.name, []]));
   for (let round = 0; round < H2_ROUNDS; round++) {
     const order = cases.map((_, i) => cases[(i + round) % cases.length] as (typeof cases)[number]);
@@ -443,7 +434,7 @@ function redisBenchmark(
 }
 
 interface HotPathOutcome {
-  rows: Result[];
+  rows: BenchRow[];
   modes: Map<string, string>;
   notes: string[];
 }
@@ -453,7 +444,7 @@ async function hotPathCases(child: ChildServer, bench: BenchTenant, useH2load: b
   const redisUrl = process.env.REDIS_URL || undefined;
   const redis = redisUrl ? new Redis(redisUrl, { lazyConnect: true, maxRetriesPerRequest: 1 }) : undefined;
   if (redis) await redis.connect();
-  const rows: Result[] = [];
+  const rows: BenchRow[] = [];
   const modes = new Map<string, string>();
   const notes: string[] = [];
   const grpcHeaders = { "content-type": "application/grpc", te: "trailers" };
@@ -732,7 +723,7 @@ async function main(): Promise<void> {
   const keys = createClient(KeyService, transport);
   const owner = { headers: { authorization: `Bearer ${app.bootstrapKey}` } };
   const backend = `${testDb.kind}${config.redisUrl ? "+redis" : ""}`;
-  const results: Result[] = [];
+  const results: BenchRow[] = [];
   try {
     process.stderr.write(`bench: backend ${backend}; seeding ${SEED} tenants …\n`);
     const seeded: string[] = [];
@@ -762,7 +753,7 @@ async function main(): Promise<void> {
       name: string,
       m: { p50: number; p99: number; rps: number },
       baseline?: { name: string; rps: number },
-    ): Result => ({
+    ): BenchRow => ({
       case: name,
       rps: Math.round(m.rps),
       p50_us: Math.round(m.p50),

@@ -26,7 +26,7 @@ import {
 } from "../gen/grpc/health/v1/health_pb.js";
 import { GetCurrentTenantResponseSchema } from "../gen/tenantd/v1/tenant_service_pb.js";
 import { RecordUsageRequestSchema, RecordUsageResponseSchema } from "../gen/tenantd/v1/usage_service_pb.js";
-import { type ChildServer, grpcFrame, grpcLoad, startChildServer } from "./h2load.js";
+import { type BenchRow, type ChildServer, grpcFrame, grpcLoad, startChildServer } from "./h2load.js";
 
 export const COUNTING_TARGET = 0.9;
 export const RECORD_USAGE_TARGET = 0.9;
@@ -40,23 +40,13 @@ interface Measured {
   redisCalls: number | null;
 }
 
-interface Row {
-  case: string;
-  rps: number;
-  p50_us: number;
-  p99_us: number;
-  ratio: number | null;
-  baseline: string | null;
-  redis_ops_per_call: number | null;
-}
-
 export interface UsageBenchDeps {
   /** The main child (counting on, the default). */
   child: ChildServer;
   redis: Redis | undefined;
   rounds: (
     cases: Array<{ name: string; baseline?: string; countRedis: boolean; run: () => Promise<Measured> }>,
-  ) => Promise<Row[]>;
+  ) => Promise<BenchRow[]>;
   measure: (
     redis: Redis | undefined,
     run: () => Promise<{ rps: number; p50_us: number; p99_us: number; responses: number }>,
@@ -65,7 +55,7 @@ export interface UsageBenchDeps {
 }
 
 export interface UsageBenchOutcome {
-  rows: Row[];
+  rows: BenchRow[];
   modes: Map<string, string>;
   lines: string[];
 }
