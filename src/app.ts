@@ -22,6 +22,7 @@ import { createKeyService } from "./services/key-service.js";
 import { KeyVerifier } from "./services/key-verifier.js";
 import { createLimitService } from "./services/limit-service.js";
 import { createOverrideCache } from "./services/limits/override-cache.js";
+import { PLAIN_REQUEST_CHECKS } from "./services/plain-requests.js";
 import { createPlanCache } from "./services/rate-limit/policy.js";
 import type { RateLimiter } from "./services/rate-limit/types.js";
 import { createTenantService } from "./services/tenant-service.js";
@@ -300,7 +301,7 @@ export async function createApp(config: Readonly<Config>, opts: AppOptions = {})
         }),
         limiting.interceptor,
         ...(config.usageCounting ? [usageInterceptor(usagePipeline.meter, () => clock.now())] : []),
-        validationInterceptor(),
+        validationInterceptor(PLAIN_REQUEST_CHECKS),
       ],
       maxRequestBytes: config.maxRequestBytes,
       requestTimeoutMs: config.requestTimeoutMs,
