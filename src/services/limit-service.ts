@@ -819,7 +819,7 @@ export function createLimitService(deps: LimitServiceDeps): ServiceImpl<typeof L
         return create(CheckRateLimitResponseSchema, { allowed: true, limit: BigInt(def.capacity), remaining: 0n });
       };
       let d: BucketDecision;
-      if (folded !== undefined) {
+      if (folded?.result !== undefined) {
         if (!folded.result.ok) return degradedAnswer(folded.result.error);
         d = folded.result.decision;
       } else {

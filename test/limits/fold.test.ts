@@ -71,7 +71,13 @@ function counting(inner: RateLimiter): RateLimiter & { n: number } {
  */
 async function startFoldServer(
   h: Harness,
-  opts: { fold: boolean; limiter: RateLimiter; limiterClock: Clock },
+  opts: {
+    fold: boolean;
+    limiter: RateLimiter;
+    limiterClock: Clock;
+    leaseMax?: number;
+    plans?: Partial<RateLimitPlans>;
+  },
 ): Promise<FoldServer> {
   const limiter = counting(opts.limiter);
   const limiting = createRateLimiting({
@@ -79,11 +85,12 @@ async function startFoldServer(
     limiterClock: opts.limiterClock,
     clock: h.clock,
     overrides: { get: () => null },
-    plans: PLANS,
+    plans: opts.plans ?? PLANS,
     failMode: "closed",
     timeoutMs: 2000,
     onError: () => {},
     fold: opts.fold,
+    ...(opts.leaseMax ? { leaseMax: opts.leaseMax } : {}),
   });
   const service = createLimitService({
     limits: createLimitStore(h.db.knex),
@@ -309,7 +316,61 @@ describe.each(LIMITERS)("$name limiter: CheckRateLimit folded into the per-call 
   );
 });
 
-describe("model: a folded server answers exactly like an unfolded one", () => {
+describe.each(LIMITERS)("$name limiter: the fold with leases, concurrent callers", ({ skip, make }) => {
+  let fs: FoldServer;
+  beforeAll(async () => {
+    if (skip) return;
+    fs = await startFoldServer(h, {
+      fold: true,
+      limiter: await make(),
+      limiterClock: systemClock,
+      leaseMax: 64,
+      plans: LEASE_PLANS,
+    });
+  });
+  afterAll(async () => {
+    await fs?.close();
+  });
+
+  it.skipIf(skip)(
+    "60 concurrent calls of one key (40 tokens) on a bucket of 30: 40 pass the key, 30 get the bucket, at most one limiter call each",
+    async () => {
+      const t = await h.newTenant();
+      const c = fs.client();
+      const req = { bucket: "b", subject: "s", definition: { capacity: 30n, refillPerSecond: 0.001 } };
+      const before = fs.calls();
+      const seen = await Promise.all(Array.from({ length: 60 }, () => observe(c, req, h.as(t.key))));
+      const calls = fs.calls() - before;
+      const passed = seen.filter((o) => o.code === "ok");
+      const granted = passed.filter((o) => (o.response as { allowed: boolean }).allowed);
+      const refused = seen.filter((o) => o.code !== "ok");
+      console.log(
+        `[fold] leases, 60 concurrent: ${passed.length} passed, ${granted.length} granted, ${calls} limiter calls`,
+      );
+      expect(passed.length).toBe(40);
+      expect(refused.every((o) => o.reason === "RATE_LIMITED")).toBe(true);
+      expect(granted.length).toBe(30);
+      expect(calls).toBeLessThanOrEqual(60);
+      // The requested bucket was charged only for the 40 calls that passed: 30 granted, none left.
+      const peek = await c.checkRateLimit({ ...req, cost: 0n }, h.as(h.ownerKey, t.tenant.id));
+      expect(peek.remaining).toBe(0n);
+    },
+  );
+});
+
+/** Key bucket 40 (leases of up to 5 tokens), no refill within a test; tenant bucket out of reach. */
+const LEASE_PLANS: Partial<RateLimitPlans> = {
+  plans: {
+    leased: { key: { capacity: 40, refillPerSec: 0.001 }, tenant: { capacity: 1e6, refillPerSec: 1e6 } },
+  },
+  defaultPlan: "leased",
+  owner: { capacity: 1e9, refillPerSec: 1e9 },
+};
+
+describe.each([
+  { name: "without leases", leaseMax: undefined, plans: PLANS, refillMs: 3_001_000 },
+  { name: "with leases of per-call tokens", leaseMax: 64, plans: LEASE_PLANS, refillMs: 40_001_000 },
+])("model: a folded server answers exactly like an unfolded one, $name", ({ leaseMax, plans, refillMs }) => {
   // Both on the in-process limiter and the harness's manual clock, so that every figure (retry
   // times, reset times, remaining counts, headers) is deterministic and can be compared.
   let folded: FoldServer;
@@ -319,11 +380,15 @@ describe("model: a folded server answers exactly like an unfolded one", () => {
       fold: true,
       limiter: createMemoryRateLimiter({ clock: h.clock }),
       limiterClock: h.clock,
+      leaseMax,
+      plans,
     });
     separate = await startFoldServer(h, {
       fold: false,
       limiter: createMemoryRateLimiter({ clock: h.clock }),
       limiterClock: h.clock,
+      leaseMax,
+      plans,
     });
   });
   afterAll(async () => {
@@ -343,7 +408,7 @@ describe("model: a folded server answers exactly like an unfolded one", () => {
       h.as(t.key),
     );
     // That call took one of the key's tokens on the folded server only: refill before comparing.
-    h.clock.advance(3_001_000);
+    h.clock.advance(refillMs);
     const requests: Array<MessageInitShape<typeof CheckRateLimitRequestSchema>> = [
       { bucket: "named", subject: "a" },
       { bucket: "named", subject: "b", cost: 2n },
@@ -385,8 +450,8 @@ describe("model: a folded server answers exactly like an unfolded one", () => {
           foldedCalls += folded.calls() - f0;
           separateCalls += separate.calls() - s0;
         }
-        // Let the caller's key bucket refill fully between runs (3 tokens at 0.001/s).
-        h.clock.advance(3_001_000);
+        // Let the caller's key bucket refill fully between runs (at 0.001/s).
+        h.clock.advance(refillMs);
       }),
       { numRuns: 25 },
     );

@@ -20,6 +20,12 @@ import type { BucketSpec } from "./types.js";
 // a refused planned bucket does not give them back, just as two calls in sequence would not.
 // Without a plan the interceptor decides the caller's buckets alone, as for any other method, and
 // the handler asks the limiter itself.
+//
+// With leases of per-call tokens (policy.ts, "Leases"), a busy key's call is usually paid from
+// its lease without a limiter call; the planned bucket is then decided by the handler alone (one
+// bucket in the script instead of three, still one round trip). Only the call that takes a new
+// lease carries the planned bucket on that limiter call, and it keeps the new lease's first token,
+// so a planned bucket is charged only for a call that is allowed.
 
 /** The bucket and cost a handler will take, planned from its request. */
 export interface FoldPlan {
@@ -47,8 +53,12 @@ export interface FoldedDecision {
   /** The request message the plan was made from; the handler uses the decision only for it. */
   message: unknown;
   plan: FoldPlan;
-  /** The decision, or the limiter failure (the per-call limit failed open) for the handler's fail mode. */
-  result: AfterResult;
+  /**
+   * The decision, or the limiter failure (the per-call limit failed open) for the handler's fail
+   * mode; undefined when the caller's token came from its key's lease (policy.ts, "Leases") and
+   * the handler is to decide the planned bucket itself.
+   */
+  result: AfterResult | undefined;
 }
 
 export const foldedDecisionKey = createContextKey<FoldedDecision | undefined>(undefined, {

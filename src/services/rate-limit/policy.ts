@@ -251,7 +251,10 @@ export interface RateLimitPolicy {
    * With `after` (tenant keys only: the bucket lives under the caller's tenant), the same limiter
    * call goes on to decide `after` once the per-call buckets have allowed the call (see
    * RateLimiter.take); its answer is `after` in the outcome. A refused call (from the denial
-   * cache or the limiter) leaves `after` undecided and untouched.
+   * cache or the limiter) leaves `after` undecided and untouched. With leases, an allowed call
+   * paid from its key's lease makes no limiter call and comes back without `after`: the caller
+   * decides that bucket itself (one limiter call either way); only the call that takes a new lease
+   * carries `after` on it.
    */
   check(subject: LimitSubject, after?: AfterTake): Promise<LimitOutcome & { after?: AfterResult }>;
   /** The refusal the denial cache gives the subject right now, without the limiter; else null. */
@@ -409,7 +412,7 @@ export function createRateLimitPolicy(deps: RateLimitPolicyDeps): RateLimitPolic
       const denied = denialOf(s, tenantId, buckets, cost);
       if (denied !== null) return denied;
 
-      if (after === undefined && leaseMax > 1) return leased(s, tenantId, buckets);
+      if (leaseMax > 1) return leased(s, tenantId, buckets, after);
 
       let decision: BucketDecision;
       stats.limiterCalls++;
@@ -479,12 +482,18 @@ export function createRateLimitPolicy(deps: RateLimitPolicyDeps): RateLimitPolic
     return { allowed: true, tightest: reportOf(t) };
   }
 
-  /** A call of cost 1 paid from the key's lease (see "Leases" at the top). */
+  /**
+   * A call of cost 1 paid from the key's lease (see "Leases" at the top). With `after`, the call
+   * that takes a new lease decides `after` in the same limiter call and keeps the new lease's
+   * first token for itself, so that a planned bucket is only ever charged for an allowed call;
+   * a call paid from tokens already leased leaves `after` to its caller.
+   */
   async function leased(
     s: LimitSubject,
     tenantId: string,
     buckets: Array<BucketSpec & { kind: BucketKind }>,
-  ): Promise<LimitOutcome> {
+    after?: AfterTake,
+  ): Promise<LimitOutcome & { after?: AfterResult }> {
     const key = `${tenantId}\u0000${s.keyId}`;
     const sig = signatureOf(buckets);
     let lease = leases.get(key);
@@ -505,11 +514,27 @@ export function createRateLimitPolicy(deps: RateLimitPolicyDeps): RateLimitPolic
         lease.tokens = 0;
         lease.size = Math.max(1, lease.size >> 1);
       }
+      if (lease.fetching === null && after !== undefined) {
+        // This call takes the new lease, with its own bucket, and its first token.
+        const l = lease;
+        const own = fetchLease(l, s, tenantId, buckets, after);
+        l.fetching = own
+          .then((r) => r.shared)
+          .finally(() => {
+            l.fetching = null;
+          });
+        const r = await own;
+        if (r.shared !== null && "failedClosed" in r.shared) throw unavailable("rate limiter", r.shared.failedClosed);
+        if (r.shared !== null) return r.after ? { ...r.shared, after: r.after } : r.shared;
+        return { ...leaseOutcome(s, tenantId, buckets, l, limiterClock.now()), ...(r.after ? { after: r.after } : {}) };
+      }
       if (lease.fetching === null) {
         const l = lease;
-        l.fetching = fetchLease(l, s, tenantId, buckets).finally(() => {
-          l.fetching = null;
-        });
+        l.fetching = fetchLease(l, s, tenantId, buckets)
+          .then((r) => r.shared)
+          .finally(() => {
+            l.fetching = null;
+          });
       }
       lease.waiting++;
       let r: LeaseFetch;
@@ -521,17 +546,25 @@ export function createRateLimitPolicy(deps: RateLimitPolicyDeps): RateLimitPolic
       if (r === null) continue;
       // Each waiting call gets an error of its own (interceptors may decorate it).
       if ("failedClosed" in r) throw unavailable("rate limiter", r.failedClosed);
+      // Failed open: a waiter's own bucket is left to its caller's fail mode too, not to a second wait.
+      if (after !== undefined && "failedOpen" in r) return { ...r, after: { ok: false, error: r.failedOpen } };
       return r;
     }
   }
 
-  /** Takes a new lease for the calls waiting on `lease` (LeaseFetch says what they get). */
+  /**
+   * Takes a new lease for the calls waiting on `lease` (`shared` says what they get). With
+   * `after`, the same limiter call decides it, and the caller's own token is taken out of the new
+   * lease before anyone else can spend it (`shared` is then null and the outcome is the caller's
+   * to build from the lease).
+   */
   async function fetchLease(
     lease: Lease,
     s: LimitSubject,
     tenantId: string,
     buckets: Array<BucketSpec & { kind: BucketKind }>,
-  ): Promise<LeaseFetch> {
+    after?: AfterTake,
+  ): Promise<{ shared: LeaseFetch; after?: AfterResult }> {
     let cap = leaseMax;
     for (const b of buckets) cap = Math.min(cap, Math.floor(b.capacity / 8));
     cap = Math.max(1, cap);
@@ -547,27 +580,38 @@ export function createRateLimitPolicy(deps: RateLimitPolicyDeps): RateLimitPolic
     let d: BucketDecision;
     try {
       stats.limiterCalls++;
-      d = await withTimeout(deps.limiter.take(tenantId, buckets, n));
+      d = await withTimeout(deps.limiter.take(tenantId, buckets, n, after));
       if (!d.allowed && n > 1) {
         // The buckets hold fewer than a lease: hand out what is left one token at a time.
         n = 1;
         lease.size = 1;
         stats.limiterCalls++;
-        d = await withTimeout(deps.limiter.take(tenantId, buckets, 1));
+        d = await withTimeout(deps.limiter.take(tenantId, buckets, 1, after));
       }
     } catch (err) {
       report(err);
-      if (deps.failMode === "closed") return { failedClosed: err };
-      return { allowed: true, tightest: null };
+      if (deps.failMode === "closed") return { shared: { failedClosed: err } };
+      return {
+        shared: { allowed: true, tightest: null, failedOpen: err },
+        ...(after ? { after: { ok: false, error: err } } : {}),
+      };
     }
-    if (!d.allowed) return outcomeOf(s, tenantId, buckets, d, d.remaining, d.resetMs, 1);
+    if (!d.allowed) return { shared: outcomeOf(s, tenantId, buckets, d, d.remaining, d.resetMs, 1) };
     const at = limiterClock.now();
     lease.tokens = n;
     lease.grantedAt = at;
     lease.expiresAt = at + leaseTtlMs;
     lease.remaining = d.remaining;
     lease.resetMs = d.resetMs;
-    return null;
+    if (after === undefined) return { shared: null };
+    const afterResult: AfterResult =
+      d.after === undefined
+        ? { ok: false, error: new Error("the limiter did not decide the after-bucket") }
+        : { ok: true, decision: d.after };
+    // The caller's token, before any other call can spend it.
+    lease.tokens--;
+    if (lease.tokens === 0) lease.spentAt = at;
+    return { shared: null, after: afterResult };
   }
 
   function leaseOutcome(
@@ -617,7 +661,11 @@ interface Lease {
  * null: the lease holds tokens; `failedClosed`: the limiter failed and the policy fails closed;
  * otherwise the outcome of every call that waited for it.
  */
-type LeaseFetch = LimitOutcome | null | { failedClosed: unknown };
+type LeaseFetch =
+  | LimitOutcome
+  | { allowed: true; tightest: null; failedOpen: unknown }
+  | null
+  | { failedClosed: unknown };
 
 const ALLOWED: BucketDecision = { allowed: true, tripped: -1, remaining: [], retryAfterMs: 0, resetMs: [] };
 

@@ -132,10 +132,9 @@ export function rateLimitInterceptor(
       else if (plan === undefined) outcome = await policy.check(subject);
       else {
         const o = await policy.check(subject, { bucket: plan.bucket, cost: plan.cost });
-        if (o.allowed) {
-          const result = o.after ?? { ok: false, error: new Error("the limiter did not decide the planned bucket") };
-          req.contextValues.set(foldedDecisionKey, { message: req.message, plan, result });
-        }
+        // Without `after` the call was paid from its key's lease: the handler decides the planned
+        // bucket itself (still one limiter call), from the plan made here.
+        if (o.allowed) req.contextValues.set(foldedDecisionKey, { message: req.message, plan, result: o.after });
         outcome = o;
       }
     } else {
