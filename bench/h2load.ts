@@ -74,7 +74,10 @@ export interface ChildServer {
  * bootstrap owner key written to a temporary file, and LOG_LEVEL=warn. Resolves once /readyz
  * answers 200.
  */
-export async function startChildServer(root: string): Promise<ChildServer> {
+export async function startChildServer(
+  root: string,
+  opts: { entry?: string; env?: Record<string, string> } = {},
+): Promise<ChildServer> {
   const dir = mkdtempSync(join(tmpdir(), "tenantd-bench-"));
   const keyFile = join(dir, "owner-key");
   const port = await freePort();
@@ -87,6 +90,7 @@ export async function startChildServer(root: string): Promise<ChildServer> {
     // The transport comparisons measure the protocol path, not the plan's budget: the bench
     // tenant gets buckets it cannot exhaust (the limiter still decides every call).
     TENANTD_RATE_LIMIT_PLANS: process.env.TENANTD_RATE_LIMIT_PLANS ?? BENCH_PLANS,
+    ...opts.env,
   };
   const serverUrl = process.env.DATABASE_URL || undefined;
   let dropDatabase: (() => Promise<void>) | undefined;
@@ -114,7 +118,7 @@ export async function startChildServer(root: string): Promise<ChildServer> {
 
   // BENCH_NODE_ARGS: extra Node flags for the child, e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof`.
   const nodeArgs = (process.env.BENCH_NODE_ARGS ?? "").split(/\s+/).filter((a) => a !== "");
-  const child: ChildProcess = spawn(process.execPath, [...nodeArgs, "--import", "tsx", "src/main.ts"], {
+  const child: ChildProcess = spawn(process.execPath, [...nodeArgs, "--import", "tsx", opts.entry ?? "src/main.ts"], {
     cwd: root,
     env,
     stdio: ["ignore", "pipe", "pipe"],

@@ -346,6 +346,8 @@ async function rounds(
   cases: Array<{
     name: string;
     baseline?: string;
+    /** A second row of the same runs (same rps and latencies), with its ratio over another case. */
+    also?: { name: string; baseline: string };
     countRedis: boolean;
     run: () => Promise<Measured>;
     /**
@@ -368,12 +370,14 @@ async function rounds(
   for (const c of cases) {
     if (c.countRedis && c.redisRun) counted.set(c.name, await c.redisRun());
   }
-  return cases.map((c) => {
-    const rs = runs.get(c.name) ?? [];
+  const expanded = cases.flatMap((c) => (c.also ? [c, { ...c, ...c.also, runsOf: c.name }] : [c]));
+  return expanded.map((c) => {
+    const rs = runs.get("runsOf" in c ? c.runsOf : c.name) ?? [];
     const mid = [...rs].sort((a, b) => a.rps - b.rps)[Math.floor(rs.length / 2)] as Measured;
     const base = c.baseline ? (runs.get(c.baseline) ?? []) : [];
     const ratio = c.baseline ? median(rs.map((r, i) => r.rps / (base[i]?.rps ?? Number.NaN))) : null;
-    const opsRuns = counted.has(c.name) ? [counted.get(c.name) as Measured] : rs;
+    const own = "runsOf" in c ? c.runsOf : c.name;
+    const opsRuns = counted.has(own) ? [counted.get(own) as Measured] : rs;
     const calls = opsRuns.reduce((n, r) => n + (r.redisCalls ?? 0), 0);
     const answered = opsRuns.reduce((n, r) => n + r.responses, 0);
     const redisOps = c.countRedis && opsRuns.every((r) => r.redisCalls !== null) ? calls / answered : null;

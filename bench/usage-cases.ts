@@ -5,12 +5,17 @@
 //   current-tenant-counted    the same RPC on the main child, which counts api_calls; its ratio
 //                             to the uncounted row is the cost of counting (target ≥ 0.9)
 //   usage-trivial             grpc.health.v1.Health/Check on the main child: the trivial RPC
+//   record-usage-no-auth      the same RecordUsage on a third child (bench/unauthenticated-main.ts)
+//                             that trusts each caller after its first call: no verification,
+//                             per-call rate limit or usage count
 //   record-usage              UsageService.RecordUsage (llm_tokens, 1 unit) on the main child;
 //                             its ratio to the trivial RPC is quality.md's figure (target ≥ 0.9);
 //                             the printed lines also give it against the counted GetCurrentTenant,
 //                             which pays the same authentication and per-call rate limit
+//   authenticated-overhead    record-usage's runs again, ratio over record-usage-no-auth: what
+//                             auth + rate limit + usage count cost a call (target ≥ 0.7)
 //
-// Both children are fresh tenantd processes with the same stores and plans; h2gen (a body per
+// The children are fresh tenantd processes with the same stores and plans; h2gen (a body per
 // request, every status checked, every 97th message decoded) drives each case in turn, rounds
 // rotating. Redis script calls per request are read around each run; the trivial RPC pays the
 // per-call rate limit too, so RecordUsage's own Redis operations are the difference of the two
@@ -31,6 +36,7 @@ import { type BenchRow, type ChildServer, grpcFrame, grpcLoad, startChildServer 
 export const COUNTING_TARGET = 0.9;
 export const RECORD_USAGE_TARGET = 0.9;
 export const RECORD_USAGE_OPS_TARGET = 0.05;
+export const AUTH_OVERHEAD_TARGET = 0.7;
 
 interface Measured {
   rps: number;
@@ -45,7 +51,13 @@ export interface UsageBenchDeps {
   child: ChildServer;
   redis: Redis | undefined;
   rounds: (
-    cases: Array<{ name: string; baseline?: string; countRedis: boolean; run: () => Promise<Measured> }>,
+    cases: Array<{
+      name: string;
+      baseline?: string;
+      also?: { name: string; baseline: string };
+      countRedis: boolean;
+      run: () => Promise<Measured>;
+    }>,
   ) => Promise<BenchRow[]>;
   measure: (
     redis: Redis | undefined,
@@ -84,24 +96,17 @@ async function newTenant(child: ChildServer, name: string): Promise<{ tenantId: 
   return { tenantId, key: String(issued.apiKey) };
 }
 
-async function startUncountedChild(root: string): Promise<ChildServer> {
-  const before = process.env.TENANTD_USAGE_COUNTING;
-  process.env.TENANTD_USAGE_COUNTING = "0";
-  try {
-    return await startChildServer(root);
-  } finally {
-    if (before === undefined) delete process.env.TENANTD_USAGE_COUNTING;
-    else process.env.TENANTD_USAGE_COUNTING = before;
-  }
-}
-
 export async function usageCases(deps: UsageBenchDeps): Promise<UsageBenchOutcome> {
   const { child, redis, rounds, measure, genOpts } = deps;
   const root = join(import.meta.dirname, "..");
-  const uncounted = await startUncountedChild(root);
+  const uncounted = await startChildServer(root, { env: { TENANTD_USAGE_COUNTING: "0" } });
+  let unauthenticated: ChildServer | undefined;
   try {
+    unauthenticated = await startChildServer(root, { entry: "bench/unauthenticated-main.ts" });
     const a = await newTenant(child, "Bench usage");
     const b = await newTenant(uncounted, "Bench usage (not counted)");
+    const c = await newTenant(unauthenticated, "Bench usage (auth disabled)");
+    const noAuth = unauthenticated;
     const grpcHeaders = { "content-type": "application/grpc", te: "trailers" };
     const currentPath = "/tenantd.v1.TenantService/GetCurrentTenant";
     const recordPath = "/tenantd.v1.UsageService/RecordUsage";
@@ -158,8 +163,14 @@ export async function usageCases(deps: UsageBenchDeps): Promise<UsageBenchOutcom
         run: () => measure(redis, () => load(child, "", healthPath, healthFrame, expectServing)),
       },
       {
+        name: "record-usage-no-auth",
+        countRedis: true,
+        run: () => measure(redis, () => load(noAuth, c.key, recordPath, recordFrame, expectRecorded)),
+      },
+      {
         name: "record-usage",
         baseline: "usage-trivial",
+        also: { name: "authenticated-overhead", baseline: "record-usage-no-auth" },
         countRedis: true,
         run: () =>
           measure(redis, async () => {
@@ -203,6 +214,12 @@ export async function usageCases(deps: UsageBenchDeps): Promise<UsageBenchOutcom
         `record-usage ÷ usage-trivial (Health/Check): ${record.ratio} ${verdict(record.ratio >= RECORD_USAGE_TARGET)} the ≥ ${RECORD_USAGE_TARGET}× target; ÷ current-tenant-counted (same authentication and rate limit): ${vsCounted} (median rounds).`,
       );
     }
+    const overhead = row("authenticated-overhead");
+    if (overhead?.ratio != null) {
+      lines.push(
+        `authenticated-overhead (RecordUsage with auth, per-call rate limit and usage count ÷ the same RPC with auth disabled): ${overhead.ratio} ${verdict(overhead.ratio >= AUTH_OVERHEAD_TARGET)} the ≥ ${AUTH_OVERHEAD_TARGET}× target.`,
+      );
+    }
     if (record?.redis_ops_per_call != null && counted?.redis_ops_per_call != null) {
       const own = Math.max(0, record.redis_ops_per_call - counted.redis_ops_per_call);
       lines.push(
@@ -219,10 +236,20 @@ export async function usageCases(deps: UsageBenchDeps): Promise<UsageBenchOutcom
     const mode = `h2gen -c ${genOpts.connections} -m ${genOpts.streams} (child)`;
     return {
       rows,
-      modes: new Map(rows.map((r) => [r.case, r.case.endsWith("uncounted") ? `${mode}, counting off` : mode])),
+      modes: new Map(
+        rows.map((r) => [
+          r.case,
+          r.case.endsWith("uncounted")
+            ? `${mode}, counting off`
+            : r.case.endsWith("no-auth")
+              ? `${mode}, auth disabled`
+              : mode,
+        ]),
+      ),
       lines,
     };
   } finally {
     await uncounted.stop();
+    await unauthenticated?.stop();
   }
 }

@@ -45,7 +45,7 @@ import { purgeTenantKeys } from "./store/redis/tenant-keys.js";
 import { createRedisUsageBuffer } from "./store/redis/usage-buffer.js";
 import { assertAccessDeclared } from "./transport/access.js";
 import { type HealthService, registerHealth } from "./transport/health.js";
-import { authInterceptor } from "./transport/interceptors/auth.js";
+import { authInterceptor, trustedCallerInterceptor } from "./transport/interceptors/auth.js";
 import { ERROR_DOMAIN, errorInterceptor } from "./transport/interceptors/errors.js";
 import { createRateLimiting, type RateLimiting } from "./transport/interceptors/rate-limit.js";
 import { usageInterceptor } from "./transport/interceptors/usage.js";
@@ -70,6 +70,13 @@ export interface AppOptions {
   database?: Database;
   /** Where the bootstrap banner goes; default stdout. */
   print?: (text: string) => void;
+  /**
+   * For the bench's "authenticated call vs the same call with auth disabled" baseline only
+   * (bench/unauthenticated-main.ts); never set from configuration. Each caller is verified once,
+   * then trusted: no key verification, per-call rate limit or usage count on later calls
+   * (trustedCallerInterceptor). A server started so says so in its log.
+   */
+  benchTrustCallers?: boolean;
 }
 
 export interface App {
@@ -290,17 +297,23 @@ export async function createApp(config: Readonly<Config>, opts: AppOptions = {})
       health = registerHealth(router, { probes, log, services: TENANTD_SERVICES.map((s) => s.typeName) });
       registerReflection(router, { extraFiles: [file_google_rpc_error_details] });
     };
+    const authDeps = {
+      verifier,
+      tenants: stores.tenants,
+      requestIdOf: (values: { get<T>(key: { id: symbol; defaultValue: T }): T }) => values.get(requestIdKey),
+    };
+    if (opts.benchTrustCallers) log.warn("authentication disabled after each caller's first call (bench baseline)");
     const server: Server = createServer({
       routes,
       interceptors: [
         errorInterceptor((err, procedure) => log.error("internal error", { procedure, error: errorText(err) })),
-        authInterceptor({
-          verifier,
-          tenants: stores.tenants,
-          requestIdOf: (values) => values.get(requestIdKey),
-        }),
-        limiting.interceptor,
-        ...(config.usageCounting ? [usageInterceptor(usagePipeline.meter, () => clock.now())] : []),
+        ...(opts.benchTrustCallers
+          ? [trustedCallerInterceptor(authDeps)]
+          : [
+              authInterceptor(authDeps),
+              limiting.interceptor,
+              ...(config.usageCounting ? [usageInterceptor(usagePipeline.meter, () => clock.now())] : []),
+            ]),
         validationInterceptor(PLAIN_REQUEST_CHECKS),
       ],
       maxRequestBytes: config.maxRequestBytes,

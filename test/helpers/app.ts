@@ -10,7 +10,7 @@ import { ErrorInfoSchema } from "../../gen/google/rpc/error_details_pb.js";
 import { KeyService } from "../../gen/tenantd/v1/key_service_pb.js";
 import type { Tenant } from "../../gen/tenantd/v1/tenant_pb.js";
 import { TenantService } from "../../gen/tenantd/v1/tenant_service_pb.js";
-import { type App, createApp } from "../../src/app.js";
+import { type App, type AppOptions, createApp } from "../../src/app.js";
 import { type Config, loadConfig } from "../../src/config.js";
 import { ManualClock } from "../../src/domain/clock.js";
 import type { Database } from "../../src/store/postgres/database.js";
@@ -47,7 +47,10 @@ export interface Harness {
   close(): Promise<void>;
 }
 
-export async function startHarness(overrides: Partial<Config> = {}): Promise<Harness> {
+export async function startHarness(
+  overrides: Partial<Config> = {},
+  appOptions: Pick<AppOptions, "benchTrustCallers"> = {},
+): Promise<Harness> {
   const clock = new ManualClock(Date.now());
   const testDb = await openTestDatabase();
   const config: Config = {
@@ -66,6 +69,7 @@ export async function startHarness(overrides: Partial<Config> = {}): Promise<Har
   };
   let bootstrapBanner = "";
   const app = await createApp(config, {
+    ...appOptions,
     clock,
     database: testDb.db,
     log: createLogger("silent"),

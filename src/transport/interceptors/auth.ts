@@ -119,3 +119,30 @@ export function authInterceptor(deps: AuthDeps): Interceptor {
     return next(req);
   };
 }
+
+/**
+ * Authentication switched off after the first call, for the bench's "same RPC with auth disabled"
+ * baseline only (AppOptions.benchTrustCallers; no configuration reaches it). The first call of a
+ * method with a given `authorization` and `x-tenant-id` goes through authInterceptor; its scope
+ * is then reused for every later call with the same header values, with no verification, rate
+ * limit or usage count (createApp leaves those interceptors out). A revoked key keeps working.
+ */
+export function trustedCallerInterceptor(deps: AuthDeps): Interceptor {
+  const auth = authInterceptor(deps);
+  const scopes = new Map<string, CallScope>();
+  const keyOf = (req: { method: { parent: { typeName: string }; name: string }; header: Headers }) =>
+    `${req.method.parent.typeName}/${req.method.name}\n${req.header.get("authorization") ?? ""}\n${req.header.get("x-tenant-id") ?? ""}`;
+  return (next) => {
+    const first = auth((req) => {
+      const scope = req.contextValues.get(scopeKey);
+      if (scope !== undefined && scopes.size < 1000) scopes.set(keyOf(req), scope);
+      return next(req);
+    });
+    return (req) => {
+      const scope = scopes.get(keyOf(req));
+      if (scope === undefined) return first(req);
+      req.contextValues.set(scopeKey, { ...scope, requestId: deps.requestIdOf(req.contextValues) });
+      return next(req);
+    };
+  };
+}
