@@ -1,13 +1,13 @@
 import type { Clock } from "../domain/clock.js";
 import type { Reason } from "../domain/errors.js";
-import { hashesEqual, hashKey, parseKey } from "../domain/key-format.js";
+import { checksumMatches, hashesEqual, hashKey, type ParsedKey, parseKeyShape } from "../domain/key-format.js";
 import type { Credential, KeyRecord, TenantStatus } from "../domain/types.js";
 import type { KeyStore, LastUsedUpdate } from "../store/ports.js";
 import type { Invalidation, InvalidationBus } from "./invalidation.js";
 
 // Verifies bearer keys on the hot path. A verified credential (key record + tenant status) is
 // cached in process for `ttlMs`; a hit costs one SHA-256 and a map lookup, with no store or Redis
-// call. Expiry and rotation grace are checked against the clock on every call, not at caching
+// call, and is answered synchronously. Expiry and rotation grace are checked against the clock on every call, not at caching
 // time, so their boundaries are exact. Revoke, rotate, suspend and delete invalidate entries
 // through the InvalidationBus. Last-used times are collected in memory and written in batches.
 
@@ -53,11 +53,24 @@ export class KeyVerifier {
     }
   }
 
-  /** Verifies a full key. Malformed keys are refused without any lookup. */
-  async verify(apiKey: string): Promise<Verification> {
-    const parsed = parseKey(apiKey);
+  /**
+   * Verifies a full key: synchronously on a cache hit, else once the store has answered. Keys
+   * that are not of the key format, or whose checksum is wrong, are refused without any store
+   * lookup (the checksum is not checked for a cached key id: the hash comparison refuses it).
+   */
+  verify(apiKey: string): Verification | Promise<Verification> {
+    const parsed = parseKeyShape(apiKey);
     if (!parsed) return { ok: false, reason: "KEY_INVALID" };
-    const credential = await this.credential(parsed.kid);
+    const hit = this.cache.get(parsed.kid);
+    if (hit !== undefined && hit.expiresAt > this.opts.clock.now()) return this.decide(apiKey, parsed, hit.credential);
+    if (!checksumMatches(apiKey)) return { ok: false, reason: "KEY_INVALID" };
+    const credential = this.credential(parsed.kid);
+    return credential instanceof Promise
+      ? credential.then((c) => this.decide(apiKey, parsed, c))
+      : this.decide(apiKey, parsed, credential);
+  }
+
+  private decide(apiKey: string, parsed: ParsedKey, credential: Credential | null): Verification {
     if (!credential) return { ok: false, reason: "KEY_INVALID" };
     const { key, tenantStatus } = credential;
     if (key.kind !== parsed.kind || key.env !== parsed.env) return { ok: false, reason: "KEY_INVALID" };
