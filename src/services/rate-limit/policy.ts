@@ -259,6 +259,12 @@ export interface RateLimitPolicy {
   check(subject: LimitSubject, after?: AfterTake): Promise<LimitOutcome & { after?: AfterResult }>;
   /** The refusal the denial cache gives the subject right now, without the limiter; else null. */
   cachedDenial(subject: LimitSubject): Promise<LimitOutcome | null>;
+  /**
+   * The outcome of a call of cost 1 when it can be given at once, with no limiter call and no
+   * wait: the subject's limits are cached and the denial cache refuses it or its key's lease pays
+   * for it. Otherwise undefined, and nothing is taken: the caller uses `check`.
+   */
+  checkNow(subject: LimitSubject): LimitOutcome | undefined;
   /** The limits that apply to the subject right now. */
   limitsFor(subject: LimitSubject): Promise<{ tenantId: string; buckets: Array<BucketSpec & { kind: BucketKind }> }>;
   stats(): RateLimitStats;
@@ -309,26 +315,48 @@ export function createRateLimitPolicy(deps: RateLimitPolicyDeps): RateLimitPolic
     }
   };
 
-  const tenantLimits = async (tenantId: string): Promise<PlanLimits> => {
-    const planName = deps.planOf ? await deps.planOf(tenantId) : null;
-    const plan = (planName ? plans.plans[planName] : undefined) ?? defaultLimits;
-    const o = await deps.overrides.get(tenantId);
-    if (o === null || (o.expiresAt != null && deps.clock.now() >= o.expiresAt)) return plan;
-    return { key: o.key ?? plan.key, tenant: o.tenant ?? plan.tenant };
-  };
+  type Limits = { tenantId: string; buckets: Array<BucketSpec & { kind: BucketKind }> };
 
-  const limitsFor: RateLimitPolicy["limitsFor"] = async (s) => {
-    if (s.owner || s.tenantId === null) {
-      return { tenantId: OWNER_SCOPE, buckets: [{ kind: "key", id: `key:${s.keyId}`, ...plans.owner }] };
-    }
-    const l = await tenantLimits(s.tenantId);
+  /** A tenant key's buckets under its plan and override. */
+  const tenantBuckets = (
+    s: LimitSubject,
+    tenantId: string,
+    planName: string | null | undefined,
+    o: RateLimitOverride | null,
+  ): Limits => {
+    const plan = (planName ? plans.plans[planName] : undefined) ?? defaultLimits;
+    const l =
+      o === null || (o.expiresAt != null && deps.clock.now() >= o.expiresAt)
+        ? plan
+        : { key: o.key ?? plan.key, tenant: o.tenant ?? plan.tenant };
     return {
-      tenantId: s.tenantId,
+      tenantId,
       buckets: [
         { kind: "key", id: `key:${s.keyId}`, ...l.key },
         { kind: "tenant", id: "tenant", ...l.tenant },
       ],
     };
+  };
+
+  const ownerBuckets = (s: LimitSubject): Limits => ({
+    tenantId: OWNER_SCOPE,
+    buckets: [{ kind: "key", id: `key:${s.keyId}`, ...plans.owner }],
+  });
+
+  const limitsFor: RateLimitPolicy["limitsFor"] = async (s) => {
+    if (s.owner || s.tenantId === null) return ownerBuckets(s);
+    const planName = deps.planOf ? await deps.planOf(s.tenantId) : null;
+    return tenantBuckets(s, s.tenantId, planName, await deps.overrides.get(s.tenantId));
+  };
+
+  /** limitsFor when the plan and override are cached (answered synchronously); else undefined. */
+  const limitsNow = (s: LimitSubject): Limits | undefined => {
+    if (s.owner || s.tenantId === null) return ownerBuckets(s);
+    const planName = deps.planOf ? deps.planOf(s.tenantId) : null;
+    if (planName instanceof Promise) return undefined;
+    const o = deps.overrides.get(s.tenantId);
+    if (o instanceof Promise) return undefined;
+    return tenantBuckets(s, s.tenantId, planName, o);
   };
 
   const subjectOf = (kind: BucketKind, s: LimitSubject, tenantId: string) =>
@@ -398,6 +426,21 @@ export function createRateLimitPolicy(deps: RateLimitPolicyDeps): RateLimitPolic
   return {
     limitsFor,
     stats: () => ({ ...stats }),
+    checkNow(s) {
+      const limits = limitsNow(s);
+      if (limits === undefined) return undefined;
+      const { tenantId, buckets } = limits;
+      const denied = denialOf(s, tenantId, buckets, 1);
+      if (denied !== null) return denied;
+      if (leaseMax <= 1) return undefined;
+      const lease = leases.get(`${tenantId}\u0000${s.keyId}`);
+      if (lease === undefined || lease.tokens <= 0) return undefined;
+      const now = limiterClock.now();
+      if (now >= lease.expiresAt || lease.sig !== signatureOf(buckets)) return undefined;
+      lease.tokens--;
+      if (lease.tokens === 0) lease.spentAt = now;
+      return leaseOutcome(s, tenantId, buckets, lease, now);
+    },
     async cachedDenial(s) {
       if (denials.size === 0) return null;
       const { tenantId, buckets } = await limitsFor(s);

@@ -121,8 +121,14 @@ export function rateLimitInterceptor(
       tenantId: scope.tenantId,
     };
     let outcome: LimitOutcome;
-    const planner = subject.owner || subject.tenantId === null || req.stream ? null : plannerOf(req.method);
-    if (planner !== null) {
+    // Paid from the key's lease or refused from the denial cache: no limiter call, no wait. A
+    // method with a planner then decides its own bucket itself (fold.ts, on leases).
+    const now = policy.checkNow(subject);
+    const planner =
+      now !== undefined || subject.owner || subject.tenantId === null || req.stream ? null : plannerOf(req.method);
+    if (now !== undefined) {
+      outcome = now;
+    } else if (planner !== null) {
       // Folded (fold.ts): a caller known to be over its limit is refused without planning; else
       // the planned bucket rides on the caller's decision, and its answer goes to the handler.
       const denied = await policy.cachedDenial(subject);
