@@ -59,6 +59,32 @@ export interface BenchRow {
   redis_ops_per_call: number | null;
 }
 
+/** One measured run of a case (see run.ts, `measure`). */
+export interface Measured {
+  rps: number;
+  p50_us: number;
+  p99_us: number;
+  /** Every request the server answered during the run (warm-up and samples included). */
+  responses: number;
+  /** Redis script calls during the run, when Redis is in use. */
+  redisCalls: number | null;
+}
+
+/** A case of run.ts's `rounds`: measured each round, turned into a row (and `also` a second one). */
+export interface RoundCase {
+  name: string;
+  baseline?: string;
+  /** A second row of the same runs (same rps and latencies), with its ratio over another case. */
+  also?: { name: string; baseline: string };
+  countRedis: boolean;
+  run: () => Promise<Measured>;
+  /**
+   * A separate run whose request count is exact, for redis_ops_per_call, when `run` cannot
+   * count every request it causes (a timed h2load run does not count its warm-up).
+   */
+  redisRun?: () => Promise<Measured>;
+}
+
 export interface ChildServer {
   baseUrl: string;
   port: number;

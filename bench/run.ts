@@ -56,6 +56,8 @@ import {
   h2loadVersion,
   type LoadResult,
   type LoadTarget,
+  type Measured,
+  type RoundCase,
   startChildServer,
   startEchoChild,
   tempBodyFile,
@@ -310,16 +312,6 @@ async function scriptCalls(redis: Redis): Promise<number> {
   return calls;
 }
 
-interface Measured {
-  rps: number;
-  p50_us: number;
-  p99_us: number;
-  /** Every request the server answered during the run (warm-up and samples included). */
-  responses: number;
-  /** Redis script calls during the run, when Redis is in use. */
-  redisCalls: number | null;
-}
-
 async function measure<T extends { rps: number; p50_us: number; p99_us: number; responses: number }>(
   redis: Redis | undefined,
   run: () => Promise<T>,
@@ -342,21 +334,7 @@ async function measure<T extends { rps: number; p50_us: number; p99_us: number; 
  * to the case's baseline, `redis_ops_per_call` is Redis script calls over every answered request
  * of all rounds (null where Redis is not in use or the server is not tenantd).
  */
-async function rounds(
-  cases: Array<{
-    name: string;
-    baseline?: string;
-    /** A second row of the same runs (same rps and latencies), with its ratio over another case. */
-    also?: { name: string; baseline: string };
-    countRedis: boolean;
-    run: () => Promise<Measured>;
-    /**
-     * A separate run whose request count is exact, for redis_ops_per_call, when `run` cannot
-     * count every request it causes (a timed h2load run does not count its warm-up).
-     */
-    redisRun?: () => Promise<Measured>;
-  }>,
-): Promise<BenchRow[]> {
+async function rounds(cases: RoundCase[]): Promise<BenchRow[]> {
   const runs = new Map<string, Measured[]>(cases.map((c) => [c.name, []]));
   for (let round = 0; round < H2_ROUNDS; round++) {
     const order = cases.map((_, i) => cases[(i + round) % cases.length] as (typeof cases)[number]);

@@ -31,34 +31,26 @@ import {
 } from "../gen/grpc/health/v1/health_pb.js";
 import { GetCurrentTenantResponseSchema } from "../gen/tenantd/v1/tenant_service_pb.js";
 import { RecordUsageRequestSchema, RecordUsageResponseSchema } from "../gen/tenantd/v1/usage_service_pb.js";
-import { type BenchRow, type ChildServer, grpcFrame, grpcLoad, startChildServer } from "./h2load.js";
+import {
+  type BenchRow,
+  type ChildServer,
+  grpcFrame,
+  grpcLoad,
+  type Measured,
+  type RoundCase,
+  startChildServer,
+} from "./h2load.js";
 
 export const COUNTING_TARGET = 0.9;
 export const RECORD_USAGE_TARGET = 0.9;
 export const RECORD_USAGE_OPS_TARGET = 0.05;
 export const AUTH_OVERHEAD_TARGET = 0.7;
 
-interface Measured {
-  rps: number;
-  p50_us: number;
-  p99_us: number;
-  responses: number;
-  redisCalls: number | null;
-}
-
 export interface UsageBenchDeps {
   /** The main child (counting on, the default). */
   child: ChildServer;
   redis: Redis | undefined;
-  rounds: (
-    cases: Array<{
-      name: string;
-      baseline?: string;
-      also?: { name: string; baseline: string };
-      countRedis: boolean;
-      run: () => Promise<Measured>;
-    }>,
-  ) => Promise<BenchRow[]>;
+  rounds: (cases: RoundCase[]) => Promise<BenchRow[]>;
   measure: (
     redis: Redis | undefined,
     run: () => Promise<{ rps: number; p50_us: number; p99_us: number; responses: number }>,
