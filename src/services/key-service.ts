@@ -2,8 +2,7 @@ import { create } from "@bufbuild/protobuf";
 import type { Timestamp } from "@bufbuild/protobuf/wkt";
 import { type Duration, durationMs } from "@bufbuild/protobuf/wkt";
 import type { ServiceImpl } from "@connectrpc/connect";
-import { ErrorReason } from "../../gen/tenantd/v1/error_reason_pb.js";
-import { Key_Environment, Key_Kind } from "../../gen/tenantd/v1/key_pb.js";
+import { Key_Environment } from "../../gen/tenantd/v1/key_pb.js";
 import {
   CreateKeyResponseSchema,
   CreateOwnerKeyResponseSchema,
@@ -14,7 +13,6 @@ import {
   RevokeKeyResponseSchema,
   RevokeOwnerKeyResponseSchema,
   RotateKeyResponseSchema,
-  VerifyKeyResponseSchema,
 } from "../../gen/tenantd/v1/key_service_pb.js";
 import type { Clock } from "../domain/clock.js";
 import { DomainError, invalidFields, keyNotFound, tenantNotFound } from "../domain/errors.js";
@@ -26,10 +24,11 @@ import type { KeyRecord, TenantRecord } from "../domain/types.js";
 import type { KeyStore, TenantStore } from "../store/ports.js";
 import type { AuditRecorder } from "./audit.js";
 import type { CallScope } from "./context.js";
-import { keyToProto, msOf, tenantStatusToProto, ts } from "./convert.js";
+import { keyToProto, msOf } from "./convert.js";
 import type { InvalidationBus } from "./invalidation.js";
 import type { KeyVerifier } from "./key-verifier.js";
 import { scopeOf } from "./util.js";
+import { createVerifyAnswers } from "./verify-answer.js";
 
 export interface KeyServiceDeps {
   keys: KeyStore;
@@ -83,6 +82,7 @@ export function issueKey(input: {
 
 export function createKeyService(deps: KeyServiceDeps): ServiceImpl<typeof KeyService> {
   const { keys, tenants, verifier, clock, pageTokens, bus, audit } = deps;
+  const verifyAnswer = createVerifyAnswers();
 
   /**
    * The tenant a tenant-key RPC acts on. Owner keys name it in `tenant_id` (or with
@@ -260,35 +260,11 @@ export function createKeyService(deps: KeyServiceDeps): ServiceImpl<typeof KeySe
       return create(RotateKeyResponseSchema, { key: keyToProto(rotated, now), apiKey: g.apiKey });
     },
 
-    async verifyKey(req) {
-      const v = await verifier.verify(req.apiKey);
-      const key = v.key;
-      const base = key
-        ? {
-            tenantId: key.tenantId ?? "",
-            keyId: `key_${key.kid}`,
-            kind: key.kind === "owner" ? Key_Kind.OWNER : Key_Kind.TENANT,
-            environment: key.env === "live" ? Key_Environment.LIVE : Key_Environment.TEST,
-            permissions: [...key.permissions],
-            tenantStatus: v.tenantStatus ? tenantStatusToProto(v.tenantStatus) : undefined,
-            expireTime: ts(key.expiresAt),
-          }
-        : {};
-      if (!v.ok) {
-        return create(VerifyKeyResponseSchema, { ...base, valid: false, reason: ErrorReason[v.reason] });
-      }
-      if (v.key.kind === "tenant" && v.tenantStatus === "suspended") {
-        return create(VerifyKeyResponseSchema, { ...base, valid: false, reason: ErrorReason.TENANT_SUSPENDED });
-      }
-      if (req.permission !== "" && !v.key.permissions.includes(req.permission)) {
-        return create(VerifyKeyResponseSchema, { ...base, valid: false, reason: ErrorReason.PERMISSION_MISSING });
-      }
-      return create(VerifyKeyResponseSchema, {
-        ...base,
-        valid: true,
-        rotated: v.rotatedSecret,
-        graceEndTime: v.rotatedSecret ? ts(v.key.prevValidUntil) : undefined,
-      });
+    verifyKey(req) {
+      const v = verifier.verify(req.apiKey);
+      return v instanceof Promise
+        ? v.then((done) => verifyAnswer(done, req.permission))
+        : verifyAnswer(v, req.permission);
     },
 
     async createOwnerKey(req, ctx) {

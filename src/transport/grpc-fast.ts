@@ -26,6 +26,7 @@ import {
 import { codeToString } from "@connectrpc/connect/protocol-connect";
 import { parseTimeout, setTrailerStatus } from "@connectrpc/connect/protocol-grpc";
 import { compressionBrotli, compressionGzip } from "@connectrpc/connect-node";
+import { keepBytes, reusedBytes } from "../services/reused-responses.js";
 import { type CallLifetime, callLifetimeKey } from "./deadline.js";
 import type { Logger } from "./logging.js";
 
@@ -657,7 +658,10 @@ class FastCall implements CallLifetime {
   private succeeded(res: UnaryResponse): void {
     let bytes: Uint8Array;
     try {
-      bytes = this.entry.output.serialize(res.message);
+      // A reused response (services/reused-responses.ts) is encoded once.
+      const reused = reusedBytes(res.message);
+      bytes = reused || this.entry.output.serialize(res.message);
+      if (reused === null) keepBytes(res.message, bytes);
       if (res.header !== this.responseHeader) replaceHeaders(this.responseHeader, res.header);
     } catch (e) {
       this.failed(e);

@@ -146,6 +146,49 @@ describe.each(PROTOCOLS)("VerifyKey over %s", (protocol) => {
     });
   });
 
+  describe("repeated answers (one message per key and outcome, encoded once on gRPC)", () => {
+    it("repeated calls for a cached key answer the same, and every change of the key or its tenant shows at once", async () => {
+      const t = await bareTenant(h);
+      const { apiKey, key } = await tenantKey(h, t.id, { permissions: ["keys:read"] });
+      const tenants = h.client(TenantService, protocol);
+      const valid = { valid: true, tenantId: t.id, keyId: key.id, permissions: ["keys:read"] };
+      const missing = { valid: false, reason: ErrorReason.PERMISSION_MISSING, keyId: key.id };
+      const suspended = { valid: false, reason: ErrorReason.TENANT_SUSPENDED, tenantStatus: Tenant_Status.SUSPENDED };
+      const answers = async (permission: string) => [
+        await verify(apiKey, permission),
+        await verify(apiKey, permission),
+      ];
+      const expectTwice = async (permission: string, expected: object) => {
+        const [a, b] = await answers(permission);
+        expect(a).toMatchObject(expected);
+        expect(b).toEqual(a);
+      };
+      for (let round = 0; round < 2; round++) {
+        await expectTwice("", valid);
+        await expectTwice("keys:read", valid);
+        await expectTwice("limits:check", missing);
+      }
+      await tenants.updateTenant({ tenantId: t.id, status: Tenant_Status.SUSPENDED }, h.as(h.ownerKey));
+      await expectTwice("", suspended);
+      await expectTwice("keys:read", suspended);
+      await tenants.updateTenant({ tenantId: t.id, status: Tenant_Status.ACTIVE }, h.as(h.ownerKey));
+      await expectTwice("keys:read", { ...valid, tenantStatus: Tenant_Status.ACTIVE });
+      await keys().revokeKey({ tenantId: t.id, keyId: key.id }, h.as(h.ownerKey));
+      await expectTwice("", { valid: false, reason: ErrorReason.KEY_REVOKED, keyId: key.id });
+      await expectTwice("keys:read", { valid: false, reason: ErrorReason.KEY_REVOKED, keyId: key.id });
+    });
+
+    it("two keys of one tenant never share an answer", async () => {
+      const t = await bareTenant(h);
+      const a = await tenantKey(h, t.id, { permissions: ["keys:read"] });
+      const b = await tenantKey(h, t.id, { permissions: ["usage:write"] });
+      for (let round = 0; round < 3; round++) {
+        expect(await verify(a.apiKey)).toMatchObject({ valid: true, keyId: a.key.id, permissions: ["keys:read"] });
+        expect(await verify(b.apiKey)).toMatchObject({ valid: true, keyId: b.key.id, permissions: ["usage:write"] });
+      }
+    });
+  });
+
   describe("INVALID_ARGUMENT", () => {
     it("an empty api_key is FIELD_INVALID", async () => {
       await expectFieldError(keys().verifyKey({ apiKey: "" }, h.as(serviceKey)), Code.InvalidArgument, ["api_key"]);
