@@ -1,4 +1,5 @@
-import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
+import * as crypto from "node:crypto";
+import { createHash, randomBytes } from "node:crypto";
 import { crc32 } from "node:zlib";
 
 // Key format: tdk_<kind>_<env>_<key id>_<secret><checksum>
@@ -98,13 +99,23 @@ export function checksumMatches(apiKey: string): boolean {
 }
 
 export function hashKey(apiKey: string): string {
-  return createHash("sha256").update(apiKey).digest("hex");
+  return oneShotHash ? oneShotHash("sha256", apiKey, "hex") : createHash("sha256").update(apiKey).digest("hex");
 }
 
-/** Constant-time comparison of two hex SHA-256 digests. */
+/** `crypto.hash` (Node ≥ 20.12): a digest without a Hash object, about half the cost. */
+const oneShotHash: ((algorithm: string, data: string, encoding: "hex") => string) | undefined =
+  typeof crypto.hash === "function" ? crypto.hash : undefined;
+
+/**
+ * Constant-time comparison of two hex SHA-256 digests: every character is compared whatever the
+ * first difference (no early exit, no branch on the data), without the two buffers a
+ * `timingSafeEqual` would need.
+ */
 export function hashesEqual(a: string, b: string): boolean {
   if (a.length !== b.length) return false;
-  return timingSafeEqual(Buffer.from(a, "hex"), Buffer.from(b, "hex"));
+  let diff = 0;
+  for (let i = 0; i < a.length; i++) diff |= a.charCodeAt(i) ^ b.charCodeAt(i);
+  return diff === 0;
 }
 
 export function keyIdOf(kid: string): string {

@@ -1,6 +1,15 @@
+import { createHash } from "node:crypto";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { generateKey, hashKey, keyIdOf, kidOf, MAX_KEY_LENGTH, parseKey } from "../../src/domain/key-format.js";
+import {
+  generateKey,
+  hashesEqual,
+  hashKey,
+  keyIdOf,
+  kidOf,
+  MAX_KEY_LENGTH,
+  parseKey,
+} from "../../src/domain/key-format.js";
 
 const BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
 
@@ -73,5 +82,24 @@ describe("key format", () => {
   it("carries at least 128 bits of secret", () => {
     // 32 base62 characters: log2(62^32) ≈ 190.5 bits.
     expect(32 * Math.log2(62)).toBeGreaterThan(128);
+  });
+
+  it("hashKey is the hex SHA-256 of the key", () => {
+    for (let i = 0; i < 100; i++) {
+      const k = generateKey("tenant", "live").apiKey;
+      expect(hashKey(k)).toBe(createHash("sha256").update(k).digest("hex"));
+    }
+  });
+
+  it("hashesEqual: equal digests only; a difference at any position or a different length is unequal", () => {
+    const a = hashKey("tdk_a");
+    expect(hashesEqual(a, a)).toBe(true);
+    for (let i = 0; i < a.length; i++) {
+      const flipped = a.slice(0, i) + (a[i] === "0" ? "1" : "0") + a.slice(i + 1);
+      expect(hashesEqual(a, flipped)).toBe(false);
+    }
+    expect(hashesEqual(a, a.slice(1))).toBe(false);
+    expect(hashesEqual(a, hashKey("tdk_b"))).toBe(false);
+    expect(hashesEqual("", "")).toBe(true);
   });
 });
