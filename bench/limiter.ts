@@ -95,12 +95,14 @@ function redisBenchmark(port: string, sha: string, pipeline: number): number | n
         "2",
         `rl:{${RUN}rb}:key:k`,
         `rl:{${RUN}rb}:tenant`,
-        // TAKE_TOKENS_LUA's arguments: 2 buckets, cost 1, no extra bucket, Redis TIME, then
-        // capacity, refill per second and step (0: continuous) of each bucket.
+        // TAKE_TOKENS_LUA's arguments: Redis TIME, then one decision of 2 keys, both decided
+        // together at cost 1, no extra bucket; then capacity, refill per second and step (0:
+        // continuous) of each bucket.
+        "",
+        "2",
         "2",
         "1",
         "0",
-        "",
         "1000000000",
         "1000000000",
         "0",

@@ -393,10 +393,13 @@ function redisBenchmark(
     "rl:{benchrb}:key:key_bench",
     "rl:{benchrb}:tenant",
     "rl:{benchrb}:b:bench:__rand_int__",
+    // Redis TIME, then one decision: 3 keys, the first 2 decided together at cost 1, the third
+    // after them at cost 1.
+    "",
+    "3",
     "2",
     "1",
     "1",
-    "",
     ...["1000000000", "1000000000", "0"],
     ...["1000000000", "1000000000", "0"],
     ...["1000000000", "1000000000", "0"],

@@ -34,15 +34,20 @@ import {
 // is bounded by `commandTimeout`, and with no offline queue a dead Redis fails calls at
 // once; the caller adds its own hard bound on top (src/services/rate-limit/policy.ts).
 //
-// The writes of one event-loop turn are coalesced: the first decision of a turn corks the
-// connection's socket and a setImmediate uncorks it, so the scripts of every call that turn
-// handled leave in one writev. On this VM a write to an idle Redis costs the writer the wake-up
-// of the other process: the CPU profile of the server under CheckRateLimit load (h2gen, 64
-// streams, 10k subjects) showed 41 µs of write syscall per call with plain writes, and 13 µs of
-// writev with coalesced ones; decisions/s rose 10–35 % in alternating runs, and serial calls were
-// no slower (setImmediate runs right after the poll phase that read the request). An earlier
-// trial that uncorked on process.nextTick cost more CPU than plain writes: a tick ends before the
-// other calls of the turn reach their write.
+// Decisions are batched per event-loop turn: take() queues its decision, and a setImmediate
+// sends the turn's decisions of each tenant (one Cluster slot) as ONE script call (at most
+// MAX_BATCH decisions; more are split), which decides them in the order they were taken, each
+// exactly as its own call would, with the socket corked so that every tenant's batch leaves in
+// one writev. A batch shares one reply and one fate: when the call fails or times out, each of
+// its decisions fails the way its own call would have. A serial caller waits for nothing:
+// setImmediate runs right after the poll phase that read the request.
+//   Why: on this VM a write to an idle Redis costs the writer the wake-up of the other process
+// (the CPU profile of the server under CheckRateLimit load, h2gen with 64 streams and 10k
+// subjects, showed 41 µs of write syscall per call with one write per command, 13 µs with the
+// writes corked per turn), and each script call costs Redis its own call overhead and ioredis a
+// command object, a timer and a reply to parse. An earlier trial that uncorked on
+// process.nextTick cost more CPU than plain writes: a tick ends before the other calls of the
+// turn reach the limiter.
 //
 // Tokens within 1e-9 of the cost count as enough, as in the memory limiter: without that
 // tolerance floating-point refill could refuse a caller who waited exactly `retryAfterMs`.
@@ -51,35 +56,41 @@ import {
 // current step, in microseconds: steps are counted from the take that first drew on the full
 // bucket, whole steps only, and a full bucket counts none (as in the memory limiter).
 //
-// One script call may carry a second decision (RateLimiter.take's `after`): the last key, decided
-// alone at its own cost, and only when the first n keys allowed the call and were charged. That
-// is how CheckRateLimit decides the caller's per-call buckets and the requested bucket in one
-// round trip.
+// A decision may carry a second one (RateLimiter.take's `after`): the last key, decided alone at
+// its own cost, and only when the first n keys allowed the call and were charged. That is how
+// CheckRateLimit decides the caller's per-call buckets and the requested bucket in one decision.
 
 /**
- * KEYS: the n buckets decided together, then optionally one more decided after them.
- * ARGV[1]: n; ARGV[2]: cost of the n; ARGV[3]: cost of the extra key (0 without one);
- * ARGV[4]: the time in microseconds, or empty for Redis TIME (tests inject a clock);
- * ARGV[3i+2], ARGV[3i+3], ARGV[3i+4] for key i: capacity, refill (tokens per second, or per
- * step), step length in microseconds (0: continuous).
+ * One script call decides a batch of decisions, in order (each as if it were its own call; the
+ * batch is atomic as a whole). KEYS: the keys of every decision, one decision after the other.
+ * ARGV[1]: the time in microseconds, or empty for Redis TIME (tests inject a clock). Then per
+ * decision: its key count k, n (the buckets decided together: the first n of its k keys),
+ * the cost of the n, the cost of the extra key (0 without one), then 3 arguments per key:
+ * capacity, refill (tokens per second, or per step), step length in microseconds (0:
+ * continuous). A decision has k = n, or k = n + 1 for one more bucket decided after the n.
+ *
+ * Reply, per decision: allowed (1/0), the tripped bucket (index, or -1), retry-after ms, then
+ * remaining and ms-to-full of each of the n; with an extra key, 4 more: allowed (1/0; 0 as well
+ * when the n refused and it was not decided), retry-after ms, remaining, ms-to-full.
  */
 export const TAKE_TOKENS_LUA = `
-local now = tonumber(ARGV[4])
+local now = tonumber(ARGV[1])
 if not now then
   local t = redis.call('TIME')
   now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 end
-local n = tonumber(ARGV[1])
-local cost = tonumber(ARGV[2])
-local cap, refill, step, tokens, anchor = {}, {}, {}, {}, {}
+local key, cap, refill, step, tokens, anchor = {}, {}, {}, {}, {}, {}
+local out = {}
 
-local function level(i)
-  local c = tonumber(ARGV[3 * i + 2])
-  local r = tonumber(ARGV[3 * i + 3])
-  local st = tonumber(ARGV[3 * i + 4])
+-- Reads bucket i (its key and its 3 arguments from ARGV[at]).
+local function level(i, k, at)
+  local c = tonumber(ARGV[at])
+  local r = tonumber(ARGV[at + 1])
+  local st = tonumber(ARGV[at + 2])
+  key[i] = k
   cap[i] = c
   step[i] = st
-  local s = redis.call('HMGET', KEYS[i], 'tokens', 'ts')
+  local s = redis.call('HMGET', k, 'tokens', 'ts')
   local tk = c
   local a = now
   if st == 0 then
@@ -122,39 +133,54 @@ end
 local function charge(i, c)
   if step[i] ~= 0 and tokens[i] >= cap[i] then anchor[i] = now end
   tokens[i] = tokens[i] - c
-  redis.call('HSET', KEYS[i], 'tokens', string.format('%.17g', tokens[i]), 'ts', string.format('%d', anchor[i]))
-  redis.call('PEXPIRE', KEYS[i], math.max(1, math.ceil(toFull(i))))
+  redis.call('HSET', key[i], 'tokens', string.format('%.17g', tokens[i]), 'ts', string.format('%d', anchor[i]))
+  redis.call('PEXPIRE', key[i], math.max(1, math.ceil(toFull(i))))
 end
 
-local tripped = -1
-local retry = 0
-for i = 1, n do
-  level(i)
-  if tokens[i] + 1e-9 < cost then
-    local w = math.ceil(wait(i, math.min(cost, cap[i])))
-    if tripped == -1 or w > retry then
-      tripped = i - 1
-      retry = math.max(w, 1)
+local ki, ai = 0, 2
+while ai <= #ARGV do
+  local k = tonumber(ARGV[ai])
+  local n = tonumber(ARGV[ai + 1])
+  local cost = tonumber(ARGV[ai + 2])
+  local extra = tonumber(ARGV[ai + 3])
+  local at = ai + 4
+  local tripped = -1
+  local retry = 0
+  for i = 1, n do
+    level(i, KEYS[ki + i], at + 3 * (i - 1))
+    if tokens[i] + 1e-9 < cost then
+      local w = math.ceil(wait(i, math.min(cost, cap[i])))
+      if tripped == -1 or w > retry then
+        tripped = i - 1
+        retry = math.max(w, 1)
+      end
     end
   end
-end
-local out = { tripped == -1 and 1 or 0, tripped, tripped == -1 and 0 or retry }
-for i = 1, n do
-  if tripped == -1 then charge(i, cost) end
-  out[#out + 1] = math.floor(tokens[i])
-  out[#out + 1] = math.ceil(toFull(i))
-end
-if tripped == -1 and #KEYS > n then
-  local j = n + 1
-  local c = tonumber(ARGV[3])
-  level(j)
-  local ok = tokens[j] + 1e-9 >= c
-  local r = 0
-  if ok then charge(j, c) else r = math.max(math.ceil(wait(j, math.min(c, cap[j]))), 1) end
-  out[#out + 1] = ok and 1 or 0
-  out[#out + 1] = r
-  out[#out + 1] = math.floor(tokens[j])
-  out[#out + 1] = math.ceil(toFull(j))
+  out[#out + 1] = tripped == -1 and 1 or 0
+  out[#out + 1] = tripped
+  out[#out + 1] = tripped == -1 and 0 or retry
+  for i = 1, n do
+    if tripped == -1 then charge(i, cost) end
+    out[#out + 1] = math.floor(tokens[i])
+    out[#out + 1] = math.ceil(toFull(i))
+  end
+  if k > n then
+    if tripped == -1 then
+      local j = n + 1
+      level(j, KEYS[ki + j], at + 3 * n)
+      local ok = tokens[j] + 1e-9 >= extra
+      local r = 0
+      if ok then charge(j, extra) else r = math.max(math.ceil(wait(j, math.min(extra, cap[j]))), 1) end
+      out[#out + 1] = ok and 1 or 0
+      out[#out + 1] = r
+      out[#out + 1] = math.floor(tokens[j])
+      out[#out + 1] = math.ceil(toFull(j))
+    else
+      for _ = 1, 4 do out[#out + 1] = 0 end
+    end
+  end
+  ki = ki + k
+  ai = at + 3 * k
 end
 return out
 `;
@@ -199,6 +225,20 @@ export function createRateLimitRedis(opts: RateLimitRedisOptions): Redis {
 
 type TakeCommand = (...args: Array<string | number>) => Promise<number[]>;
 
+/** Most decisions one script call carries; a bigger batch is split. */
+export const MAX_BATCH = 32;
+
+/** A decision waiting for the end of the event-loop turn. */
+interface Pending {
+  keys: string[];
+  /** Its ARGV part: k, n, cost, extra cost, then 3 per key. */
+  args: Array<string | number>;
+  n: number;
+  after: boolean;
+  resolve(d: BucketDecision): void;
+  reject(e: unknown): void;
+}
+
 export interface RedisRateLimiterOptions {
   redis: Redis;
   /** Whether close() disconnects the connection (true when the limiter created it). */
@@ -215,36 +255,78 @@ export function createRedisRateLimiter(opts: RedisRateLimiterOptions | RateLimit
   const clock = "redis" in opts ? opts.clock : undefined;
   const redis = "redis" in opts ? opts.redis : createRateLimitRedis(opts);
   const owns = "redis" in opts ? (opts.ownsConnection ?? false) : true;
-  // One command per number of buckets, with `numberOfKeys` fixed: ioredis then knows the first
-  // argument is a key (the slot a cluster pipeline goes to) and adds the key count itself. The
-  // script text is the same, so Redis caches it once; ioredis sends EVAL the first time on each
-  // connection and EVALSHA after.
-  // Coalesced writes (see above): the socket held corked until the end of this event-loop turn.
-  let held: Socket | undefined;
-  const release = () => {
-    const s = held;
-    held = undefined;
-    s?.uncork();
-  };
-  const holdWrites = () => {
-    if (held !== undefined) return;
-    const s = (redis as unknown as { stream?: Socket }).stream;
-    if (s === undefined || !s.writable) return;
-    s.cork();
-    held = s;
-    setImmediate(release);
-  };
-  const commands = new Map<number, TakeCommand>();
-  const commandFor = (n: number): TakeCommand => {
-    let c = commands.get(n);
-    if (c === undefined) {
-      const name = `tenantdTakeTokens${n}`;
-      redis.defineCommand(name, { numberOfKeys: n, lua: TAKE_TOKENS_LUA });
-      const fn = (redis as unknown as Record<string, TakeCommand>)[name] as TakeCommand;
-      c = fn.bind(redis);
-      commands.set(n, c);
+  // The script is defined once with the key count as its first argument. Its text never
+  // changes, so Redis caches it once; ioredis sends EVAL the first time on each connection and
+  // EVALSHA after.
+  redis.defineCommand("tenantdTakeTokens", { lua: TAKE_TOKENS_LUA });
+  const command = (redis as unknown as { tenantdTakeTokens: TakeCommand }).tenantdTakeTokens.bind(redis);
+
+  // Batches (see above): the decisions of this event-loop turn, per tenant (one Cluster slot) and
+  // injected time, sent by one setImmediate; the socket is corked while they are written.
+  const batches = new Map<string, Pending[]>();
+  let scheduled = false;
+  const flush = () => {
+    scheduled = false;
+    const socket = (redis as unknown as { stream?: Socket }).stream;
+    const corked = socket?.writable === true ? socket : undefined;
+    corked?.cork();
+    for (const [group, pending] of batches) {
+      const now = group.slice(0, group.indexOf("|"));
+      for (let from = 0; from < pending.length; from += MAX_BATCH) send(now, pending.slice(from, from + MAX_BATCH));
     }
-    return c;
+    batches.clear();
+    corked?.uncork();
+  };
+  const send = (now: string, batch: Pending[]) => {
+    const keys: string[] = [];
+    const args: Array<string | number> = [now];
+    for (const p of batch) {
+      for (const k of p.keys) keys.push(k);
+      for (const a of p.args) args.push(a);
+    }
+    command(keys.length, ...keys, ...args).then(
+      (out) => {
+        let at = 0;
+        for (const p of batch) at = answer(p, out, at);
+      },
+      (e: unknown) => {
+        for (const p of batch) p.reject(e);
+      },
+    );
+  };
+  /** Resolves `p` from its part of the reply, starting at `at`; returns where the next one starts. */
+  const answer = (p: Pending, out: number[], at: number): number => {
+    const n = p.n;
+    const remaining: number[] = new Array(n);
+    const resetMs: number[] = new Array(n);
+    for (let i = 0; i < n; i++) {
+      remaining[i] = Number(out[at + 3 + 2 * i]);
+      resetMs[i] = Number(out[at + 4 + 2 * i]);
+    }
+    const allowed = Number(out[at]) === 1;
+    const decision: BucketDecision = {
+      allowed,
+      tripped: Number(out[at + 1]),
+      retryAfterMs: Number(out[at + 2]),
+      remaining,
+      resetMs,
+    };
+    let next = at + 3 + 2 * n;
+    if (p.after) {
+      if (allowed) {
+        const ok = Number(out[next]) === 1;
+        decision.after = {
+          allowed: ok,
+          tripped: ok ? -1 : 0,
+          retryAfterMs: Number(out[next + 1]),
+          remaining: [Number(out[next + 2])],
+          resetMs: [Number(out[next + 3])],
+        };
+      }
+      next += 4;
+    }
+    p.resolve(decision);
+    return next;
   };
 
   /** Writes a bucket's three arguments (see TAKE_TOKENS_LUA) at `at`. */
@@ -264,44 +346,28 @@ export function createRedisRateLimiter(opts: RedisRateLimiterOptions | RateLimit
       assertBuckets(buckets, cost);
       if (after !== undefined) assertAfter(after);
       const n = buckets.length;
-      const keys = after === undefined ? n : n + 1;
-      const args: Array<string | number> = new Array(keys + 4 + 3 * keys);
-      for (let i = 0; i < n; i++) args[i] = bucketKey(tenantId, (buckets[i] as BucketSpec).id);
-      if (after !== undefined) args[n] = bucketKey(tenantId, after.bucket.id);
-      args[keys] = n;
-      args[keys + 1] = cost;
-      args[keys + 2] = after === undefined ? 0 : after.cost;
-      args[keys + 3] = clock === undefined ? "" : Math.round(clock.now() * 1000);
-      for (let i = 0; i < n; i++) putBucket(args, keys + 4 + 3 * i, buckets[i] as BucketSpec);
-      if (after !== undefined) putBucket(args, keys + 4 + 3 * n, after.bucket);
-      holdWrites();
-      const out = await commandFor(keys)(...args);
-      const remaining: number[] = new Array(n);
-      const resetMs: number[] = new Array(n);
-      for (let i = 0; i < n; i++) {
-        remaining[i] = Number(out[3 + 2 * i]);
-        resetMs[i] = Number(out[4 + 2 * i]);
-      }
-      const allowed = Number(out[0]) === 1;
-      const decision: BucketDecision = {
-        allowed,
-        tripped: Number(out[1]),
-        retryAfterMs: Number(out[2]),
-        remaining,
-        resetMs,
-      };
-      if (allowed && after !== undefined) {
-        const at = 3 + 2 * n;
-        const ok = Number(out[at]) === 1;
-        decision.after = {
-          allowed: ok,
-          tripped: ok ? -1 : 0,
-          retryAfterMs: Number(out[at + 1]),
-          remaining: [Number(out[at + 2])],
-          resetMs: [Number(out[at + 3])],
-        };
-      }
-      return decision;
+      const k = after === undefined ? n : n + 1;
+      const keys: string[] = new Array(k);
+      const args: Array<string | number> = new Array(4 + 3 * k);
+      for (let i = 0; i < n; i++) keys[i] = bucketKey(tenantId, (buckets[i] as BucketSpec).id);
+      if (after !== undefined) keys[n] = bucketKey(tenantId, after.bucket.id);
+      args[0] = k;
+      args[1] = n;
+      args[2] = cost;
+      args[3] = after === undefined ? 0 : after.cost;
+      for (let i = 0; i < n; i++) putBucket(args, 4 + 3 * i, buckets[i] as BucketSpec);
+      if (after !== undefined) putBucket(args, 4 + 3 * n, after.bucket);
+      const group = `${clock === undefined ? "" : Math.round(clock.now() * 1000)}|${tenantId}`;
+      return new Promise<BucketDecision>((resolve, reject) => {
+        const pending: Pending = { keys, args, n, after: after !== undefined, resolve, reject };
+        const batch = batches.get(group);
+        if (batch === undefined) batches.set(group, [pending]);
+        else batch.push(pending);
+        if (!scheduled) {
+          scheduled = true;
+          setImmediate(flush);
+        }
+      });
     },
     async close() {
       if (owns) redis.disconnect();
