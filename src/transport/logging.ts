@@ -230,15 +230,17 @@ export function requestLogInterceptor(log: Logger): Interceptor {
     const fields: LogFields = {};
     req.contextValues.set(requestIdKey, requestId);
     req.contextValues.set(logFieldsKey, fields);
-    const procedure = `${req.service.typeName}/${req.method.name}`;
-    const protocol = callProtocolOf(req.header);
 
     const finish = (err: ConnectError | undefined, canceled = false) => {
+      const fault = err !== undefined && SERVER_FAULTS.has(err.code);
+      // Below the logger's level (LOG_LEVEL=warn drops the info lines of answered calls), the
+      // line is not even built.
+      if (!log.enabled(fault ? "error" : "info")) return;
       const code = canceled ? "canceled" : err ? codeToString(err.code) : "ok";
       const line: Record<string, unknown> = {
         request_id: requestId,
-        procedure,
-        protocol,
+        procedure: `${req.service.typeName}/${req.method.name}`,
+        protocol: callProtocolOf(req.header),
         code,
         duration_ms: Math.round((performance.now() - start) * 1000) / 1000,
         ...fields,
@@ -248,7 +250,7 @@ export function requestLogInterceptor(log: Logger): Interceptor {
         // The cause of an internal error is for operators only; clients never see it.
         if (err.cause !== undefined && SERVER_FAULTS.has(err.code)) line.cause = err.cause;
       }
-      if (err && SERVER_FAULTS.has(err.code)) log.error("rpc", line);
+      if (fault) log.error("rpc", line);
       else log.info("rpc", line);
     };
     const fail = (e: unknown): ConnectError => {

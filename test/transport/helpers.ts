@@ -3,7 +3,10 @@ import * as path from "node:path";
 import { createLogger, type Logger } from "../../src/transport/logging.js";
 
 /** A logger whose lines the test can read back, parsed. */
-export function captureLog(level: "debug" | "info" = "info"): { log: Logger; lines: () => Record<string, unknown>[] } {
+export function captureLog(level: "debug" | "info" | "warn" = "info"): {
+  log: Logger;
+  lines: () => Record<string, unknown>[];
+} {
   const raw: string[] = [];
   const log = createLogger(level, { write: (line: string) => raw.push(line) });
   return { log, lines: () => raw.map((l) => JSON.parse(l) as Record<string, unknown>) };

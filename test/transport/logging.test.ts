@@ -166,6 +166,35 @@ describe("requestLogInterceptor", () => {
     }
   });
 
+  it("at LOG_LEVEL=warn: answered calls write no line, client errors neither, INTERNAL still does", async () => {
+    const { log, lines } = captureLog("warn");
+    const srv = await startTestServer({
+      log,
+      routes: (router) => {
+        router.service(Health, {
+          check: (req) => {
+            if (req.service === "boom") throw new Error("database exploded");
+            if (req.service === "missing") throw new ConnectError("no such service", Code.NotFound);
+            return { status: 1 };
+          },
+        });
+      },
+    });
+    try {
+      const client = createClient(Health, createGrpcTransport({ baseUrl: srv.baseUrl }));
+      for (let i = 0; i < 5; i++) await client.check({});
+      await expect(client.check({ service: "missing" })).rejects.toThrow();
+      await expect(client.check({ service: "boom" })).rejects.toThrow();
+      await eventually(() => rpcLines(lines()).length === 1);
+      await sleep(50); // any line of the earlier calls would be here by now
+      expect(rpcLines(lines())).toEqual([
+        expect.objectContaining({ level: "error", code: "internal", procedure: "grpc.health.v1.Health/Check" }),
+      ]);
+    } finally {
+      await srv.close();
+    }
+  });
+
   it("works on its own (without createServer): id in context, header and error metadata", async () => {
     const { log, lines } = captureLog();
     const transport = createRouterTransport(
