@@ -3,7 +3,7 @@ import { DomainError, tenantNotFound } from "../../domain/errors.js";
 import { isTenantId } from "../../domain/ids.js";
 import { keyIdOf } from "../../domain/key-format.js";
 import { type CallScope, scopeKey } from "../../services/context.js";
-import type { KeyVerifier } from "../../services/key-verifier.js";
+import type { KeyVerifier, Verification } from "../../services/key-verifier.js";
 import type { TenantStore } from "../../store/ports.js";
 import { Audience, accessOf } from "../access.js";
 import { addLogFields } from "../logging.js";
@@ -38,88 +38,116 @@ function unauthenticated(
 
 const BEARER = /^Bearer\s+(\S+)\s*$/i;
 
+type Next = Parameters<Interceptor>[0];
+type Req = Parameters<Next>[0];
+type Access = NonNullable<ReturnType<typeof accessOf>>;
+
 export function authInterceptor(deps: AuthDeps): Interceptor {
-  return (next) => async (req) => {
-    const access = accessOf(req.method);
-    if (!access || access.audience === Audience.PUBLIC) return next(req);
+  // Not an async function: a call whose key is in the verification cache goes through without a
+  // promise of its own or a turn of the microtask queue. Whatever throws becomes the rejection.
+  return (next) => (req) => {
+    try {
+      const access = accessOf(req.method);
+      if (!access || access.audience === Audience.PUBLIC) return next(req);
 
-    const header = req.header.get("authorization");
-    if (!header) throw unauthenticated("KEY_MISSING");
-    const m = BEARER.exec(header);
-    if (!m) throw unauthenticated("KEY_INVALID");
-    const pending = deps.verifier.verify(m[1] as string);
-    // A cache hit is answered synchronously: no await, no extra turn of the microtask queue.
-    const v = pending instanceof Promise ? await pending : pending;
-    if (!v.ok) {
-      if (
-        v.reason === "KEY_MISSING" ||
-        v.reason === "KEY_INVALID" ||
-        v.reason === "KEY_REVOKED" ||
-        v.reason === "KEY_EXPIRED" ||
-        v.reason === "KEY_ROTATED"
-      ) {
-        throw unauthenticated(v.reason, v.key ? keyIdOf(v.key.kid) : undefined);
-      }
-      throw unauthenticated("KEY_INVALID");
+      const header = req.header.get("authorization");
+      if (!header) throw unauthenticated("KEY_MISSING");
+      const m = BEARER.exec(header);
+      if (!m) throw unauthenticated("KEY_INVALID");
+      const pending = deps.verifier.verify(m[1] as string);
+      // A cache hit is answered synchronously.
+      if (pending instanceof Promise) return pending.then((v) => admit(deps, access, req, next, v));
+      return admit(deps, access, req, next, pending);
+    } catch (e) {
+      return Promise.reject(e);
     }
-    const key = v.key;
-    const keyId = keyIdOf(key.kid);
-    const actAs = req.header.get("x-tenant-id");
-    let tenantId: string | null = null;
-    let actingAs = false;
-
-    if (key.kind === "tenant") {
-      tenantId = key.tenantId;
-      if (v.tenantStatus === "suspended") {
-        throw new DomainError("permission_denied", "TENANT_SUSPENDED", "tenant is suspended", {
-          metadata: { tenant_id: tenantId ?? "" },
-        });
-      }
-      if (actAs !== null && actAs !== tenantId) {
-        throw new DomainError("permission_denied", "ACT_AS_FORBIDDEN", "only owner keys may send x-tenant-id", {
-          metadata: { tenant_id: actAs.slice(0, 64) },
-        });
-      }
-      if (access.audience === Audience.OWNER) {
-        throw new DomainError("permission_denied", "OWNER_KEY_REQUIRED", "this RPC needs an owner key");
-      }
-    } else if (actAs !== null && access.audience !== Audience.OWNER) {
-      // The owner acts on behalf of a tenant. The tenant must exist; a suspended tenant can still
-      // be managed by its owner.
-      if (!isTenantId(actAs)) throw tenantNotFound(actAs.slice(0, 64));
-      const tenant = await deps.tenants.get(actAs);
-      if (!tenant) throw tenantNotFound(actAs);
-      tenantId = tenant.id;
-      actingAs = true;
-    } else if (access.audience === Audience.TENANT) {
-      throw new DomainError(
-        "failed_precondition",
-        "TENANT_CONTEXT_REQUIRED",
-        "owner keys must name the tenant with the x-tenant-id header for this RPC",
-      );
-    }
-
-    if (!key.permissions.includes(access.permission)) {
-      throw new DomainError(
-        "permission_denied",
-        "PERMISSION_MISSING",
-        `the key lacks the permission ${access.permission}`,
-        {
-          metadata: { permission: access.permission, key_id: keyId },
-        },
-      );
-    }
-
-    const scope: CallScope = {
-      principal: { key, keyId, rotatedSecret: v.rotatedSecret },
-      tenantId,
-      actingAs,
-      requestId: deps.requestIdOf(req.contextValues),
-    };
-    req.contextValues.set(scopeKey, scope);
-    addLogFields(req.contextValues, { key_id: keyId, ...(tenantId ? { tenant_id: tenantId } : {}) });
-    return next(req);
   };
+}
+
+/** The checks after verification (steps 2–4); throws what it refuses. */
+function admit(deps: AuthDeps, access: Access, req: Req, next: Next, v: Verification): ReturnType<Next> {
+  if (!v.ok) {
+    if (
+      v.reason === "KEY_MISSING" ||
+      v.reason === "KEY_INVALID" ||
+      v.reason === "KEY_REVOKED" ||
+      v.reason === "KEY_EXPIRED" ||
+      v.reason === "KEY_ROTATED"
+    ) {
+      throw unauthenticated(v.reason, v.key ? keyIdOf(v.key.kid) : undefined);
+    }
+    throw unauthenticated("KEY_INVALID");
+  }
+  const key = v.key;
+  const actAs = req.header.get("x-tenant-id");
+
+  if (key.kind === "tenant") {
+    const tenantId = key.tenantId;
+    if (v.tenantStatus === "suspended") {
+      throw new DomainError("permission_denied", "TENANT_SUSPENDED", "tenant is suspended", {
+        metadata: { tenant_id: tenantId ?? "" },
+      });
+    }
+    if (actAs !== null && actAs !== tenantId) {
+      throw new DomainError("permission_denied", "ACT_AS_FORBIDDEN", "only owner keys may send x-tenant-id", {
+        metadata: { tenant_id: actAs.slice(0, 64) },
+      });
+    }
+    if (access.audience === Audience.OWNER) {
+      throw new DomainError("permission_denied", "OWNER_KEY_REQUIRED", "this RPC needs an owner key");
+    }
+    return enter(deps, access, req, next, v, tenantId, false);
+  }
+  if (actAs !== null && access.audience !== Audience.OWNER) {
+    // The owner acts on behalf of a tenant. The tenant must exist; a suspended tenant can still
+    // be managed by its owner.
+    if (!isTenantId(actAs)) throw tenantNotFound(actAs.slice(0, 64));
+    return deps.tenants.get(actAs).then((tenant) => {
+      if (!tenant) throw tenantNotFound(actAs);
+      return enter(deps, access, req, next, v, tenant.id, true);
+    });
+  }
+  if (access.audience === Audience.TENANT) {
+    throw new DomainError(
+      "failed_precondition",
+      "TENANT_CONTEXT_REQUIRED",
+      "owner keys must name the tenant with the x-tenant-id header for this RPC",
+    );
+  }
+  return enter(deps, access, req, next, v, null, false);
+}
+
+/** The permission check (step 4), then the call with its CallScope. */
+function enter(
+  deps: AuthDeps,
+  access: Access,
+  req: Req,
+  next: Next,
+  v: Verification & { ok: true },
+  tenantId: string | null,
+  actingAs: boolean,
+): ReturnType<Next> {
+  const key = v.key;
+  const keyId = keyIdOf(key.kid);
+  if (!key.permissions.includes(access.permission)) {
+    throw new DomainError(
+      "permission_denied",
+      "PERMISSION_MISSING",
+      `the key lacks the permission ${access.permission}`,
+      {
+        metadata: { permission: access.permission, key_id: keyId },
+      },
+    );
+  }
+  const scope: CallScope = {
+    principal: { key, keyId, rotatedSecret: v.rotatedSecret },
+    tenantId,
+    actingAs,
+    requestId: deps.requestIdOf(req.contextValues),
+  };
+  req.contextValues.set(scopeKey, scope);
+  addLogFields(req.contextValues, tenantId ? { key_id: keyId, tenant_id: tenantId } : { key_id: keyId });
+  return next(req);
 }
 
 /**

@@ -18,6 +18,9 @@ import {
 } from "../../services/rate-limit/policy.js";
 import type { RateLimiter } from "../../services/rate-limit/types.js";
 
+type Next = Parameters<Interceptor>[0];
+type Req = Parameters<Next>[0];
+
 // The per-call rate limit, placed right after the auth interceptor: it reads the CallScope auth
 // set and decides the key's and the tenant's buckets together, in one limiter call. Calls without
 // a scope (public RPCs: health, reflection) are not limited here.
@@ -112,7 +115,46 @@ export function rateLimitInterceptor(
   planners?: ReadonlyMap<string, FoldPlanner>,
 ): Interceptor {
   const plannerOf = plannerLookup(planners);
-  return (next) => async (req) => {
+  /** The call once its outcome is known: refused, or run with the RateLimit headers on its answer. */
+  const proceed = (next: Next, req: Req, outcome: LimitOutcome): ReturnType<Next> => {
+    if (!outcome.allowed) {
+      return Promise.reject(rateLimited(outcome.tripped, outcome.retryAfterMs, rateLimitHeaders(outcome.tripped)));
+    }
+    if (outcome.tightest === null) return next(req);
+    const headers = rateLimitHeaders(outcome.tightest);
+    return next(req).then(
+      (res) => {
+        for (const name in headers) res.header.set(name, headers[name] as string);
+        return res;
+      },
+      (err: unknown) => {
+        if (err instanceof DomainError) Object.assign(err.headers, headers);
+        else if (err instanceof ConnectError)
+          for (const name in headers) err.metadata.set(name, headers[name] as string);
+        throw err;
+      },
+    );
+  };
+  /** A call the lease and the denial cache cannot decide: the limiter, folded when a planner can. */
+  const decide = async (req: Req, subject: LimitSubject): Promise<LimitOutcome> => {
+    const planner = subject.owner || subject.tenantId === null || req.stream ? null : plannerOf(req.method);
+    if (planner === null) return policy.check(subject);
+    // Folded (fold.ts): a caller known to be over its limit is refused without planning; else
+    // the planned bucket rides on the caller's decision, and its answer goes to the handler.
+    const denied = await policy.cachedDenial(subject);
+    if (denied !== null) return denied;
+    const plan = await planner(req.message, subject.tenantId as string).catch(() => undefined);
+    if (plan === undefined) return policy.check(subject);
+    const o = await policy.check(subject, { bucket: plan.bucket, cost: plan.cost });
+    // Without `after` the call was paid from its key's lease: the handler decides the planned
+    // bucket itself (still one limiter call), from the plan made here.
+    if (o.allowed) req.contextValues.set(foldedDecisionKey, { message: req.message, plan, result: o.after });
+    return o;
+  };
+  // Not an async function: a call paid from its key's lease (or refused from the denial cache)
+  // is decided with no promise of its own; a method with a planner then decides its own bucket
+  // itself (fold.ts, on leases).
+  return (next) => (req) => {
     const scope = req.contextValues.get(scopeKey);
     if (scope === undefined) return next(req);
     const subject: LimitSubject = {
@@ -120,45 +162,12 @@ export function rateLimitInterceptor(
       owner: scope.principal.key.kind === "owner",
       tenantId: scope.tenantId,
     };
-    let outcome: LimitOutcome;
-    // Paid from the key's lease or refused from the denial cache: no limiter call, no wait. A
-    // method with a planner then decides its own bucket itself (fold.ts, on leases).
-    const now = policy.checkNow(subject);
-    const planner =
-      now !== undefined || subject.owner || subject.tenantId === null || req.stream ? null : plannerOf(req.method);
-    if (now !== undefined) {
-      outcome = now;
-    } else if (planner !== null) {
-      // Folded (fold.ts): a caller known to be over its limit is refused without planning; else
-      // the planned bucket rides on the caller's decision, and its answer goes to the handler.
-      const denied = await policy.cachedDenial(subject);
-      const plan =
-        denied === null ? await planner(req.message, subject.tenantId as string).catch(() => undefined) : undefined;
-      if (denied !== null) outcome = denied;
-      else if (plan === undefined) outcome = await policy.check(subject);
-      else {
-        const o = await policy.check(subject, { bucket: plan.bucket, cost: plan.cost });
-        // Without `after` the call was paid from its key's lease: the handler decides the planned
-        // bucket itself (still one limiter call), from the plan made here.
-        if (o.allowed) req.contextValues.set(foldedDecisionKey, { message: req.message, plan, result: o.after });
-        outcome = o;
-      }
-    } else {
-      outcome = await policy.check(subject);
-    }
-    if (!outcome.allowed) {
-      throw rateLimited(outcome.tripped, outcome.retryAfterMs, rateLimitHeaders(outcome.tripped));
-    }
-    if (outcome.tightest === null) return next(req);
-    const headers = rateLimitHeaders(outcome.tightest);
     try {
-      const res = await next(req);
-      for (const name in headers) res.header.set(name, headers[name] as string);
-      return res;
-    } catch (err) {
-      if (err instanceof DomainError) Object.assign(err.headers, headers);
-      else if (err instanceof ConnectError) for (const name in headers) err.metadata.set(name, headers[name] as string);
-      throw err;
+      const now = policy.checkNow(subject);
+      if (now !== undefined) return proceed(next, req, now);
+    } catch (e) {
+      return Promise.reject(e);
     }
+    return decide(req, subject).then((outcome) => proceed(next, req, outcome));
   };
 }
