@@ -95,7 +95,14 @@ export interface ChildServer {
 }
 
 /**
- * Starts `node --import tsx src/main.ts` on a free port with its own store (a fresh Postgres
+ * The Node flags `npm start` runs tenantd with (package.json, the Dockerfile): a 32 MiB
+ * semi-space for the young generation. The bare grpc-js server runs with them too, so that the
+ * comparison is between the servers, not between their Node settings.
+ */
+export const SERVER_NODE_FLAGS = ["--max-semi-space-size=32"];
+
+/**
+ * Starts `node --max-semi-space-size=32 --import tsx src/main.ts` (SERVER_NODE_FLAGS) on a free port with its own store (a fresh Postgres
  * database when DATABASE_URL is set, dropped on stop; a temporary PGlite folder otherwise), the
  * bootstrap owner key written to a temporary file, and LOG_LEVEL=warn. Resolves once /readyz
  * answers 200.
@@ -144,11 +151,15 @@ export async function startChildServer(
 
   // BENCH_NODE_ARGS: extra Node flags for the child, e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof`.
   const nodeArgs = (process.env.BENCH_NODE_ARGS ?? "").split(/\s+/).filter((a) => a !== "");
-  const child: ChildProcess = spawn(process.execPath, [...nodeArgs, "--import", "tsx", opts.entry ?? "src/main.ts"], {
-    cwd: root,
-    env,
-    stdio: ["ignore", "pipe", "pipe"],
-  });
+  const child: ChildProcess = spawn(
+    process.execPath,
+    [...SERVER_NODE_FLAGS, ...nodeArgs, "--import", "tsx", opts.entry ?? "src/main.ts"],
+    {
+      cwd: root,
+      env,
+      stdio: ["ignore", "pipe", "pipe"],
+    },
+  );
   // Kept for the error message if the child dies or misbehaves; warn level keeps it short.
   let output = "";
   const keep = (b: Buffer) => {
@@ -474,10 +485,14 @@ export async function startEchoChild(root: string): Promise<EchoChild> {
     `process.once("SIGINT", stop);`,
     `process.stdout.write("listening\\n");`,
   ].join("\n");
-  const child = spawn(process.execPath, ["--import", "tsx", "--input-type=module", "-e", script], {
-    cwd: root,
-    stdio: ["ignore", "pipe", "pipe"],
-  });
+  const child = spawn(
+    process.execPath,
+    [...SERVER_NODE_FLAGS, "--import", "tsx", "--input-type=module", "-e", script],
+    {
+      cwd: root,
+      stdio: ["ignore", "pipe", "pipe"],
+    },
+  );
   let output = "";
   const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
   let dead = false;
