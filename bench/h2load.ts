@@ -102,10 +102,10 @@ export interface ChildServer {
 export const SERVER_NODE_FLAGS = ["--max-semi-space-size=32"];
 
 /**
- * Starts `node --max-semi-space-size=32 --import tsx src/main.ts` (SERVER_NODE_FLAGS) on a free port with its own store (a fresh Postgres
- * database when DATABASE_URL is set, dropped on stop; a temporary PGlite folder otherwise), the
- * bootstrap owner key written to a temporary file, and LOG_LEVEL=warn. Resolves once /readyz
- * answers 200.
+ * Starts `node <SERVER_NODE_FLAGS> --import tsx src/main.ts` on a free port with its own store
+ * (a fresh Postgres database when DATABASE_URL is set, dropped on stop; a temporary PGlite folder
+ * otherwise), the bootstrap owner key written to a temporary file, and LOG_LEVEL=warn. Resolves
+ * once /readyz answers 200.
  */
 export async function startChildServer(
   root: string,

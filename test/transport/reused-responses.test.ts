@@ -8,27 +8,10 @@ import { VerifyKeyResponseSchema } from "../../gen/tenantd/v1/key_service_pb.js"
 import type { KeyRecord } from "../../src/domain/types.js";
 import { keepBytes, reusedBytes, reuseResponse } from "../../src/services/reused-responses.js";
 import { createVerifyAnswers } from "../../src/services/verify-answer.js";
+import { makeKey } from "../store/fixtures.js";
 
-function record(permissions: string[]): KeyRecord {
-  return {
-    kid: "0123456789abcdef",
-    tenantId: "ten_1",
-    kind: "tenant",
-    env: "test",
-    label: "",
-    permissions,
-    hash: "00",
-    lastFour: "abcd",
-    createdAt: 0,
-    expiresAt: null,
-    revokedAt: null,
-    lastUsedAt: null,
-    rotatedAt: null,
-    prevHash: null,
-    prevValidUntil: null,
-    prevLastUsedAt: null,
-  };
-}
+/** A tenant key record (test/store/fixtures.ts) with a fixed id and these permissions. */
+const record = (permissions: string[]): KeyRecord => makeKey("ten_1", { kid: "0123456789abcdef", permissions });
 
 describe("reused responses", () => {
   it("only a marked message has kept bytes, and only once they are kept", () => {

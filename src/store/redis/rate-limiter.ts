@@ -230,13 +230,17 @@ export const MAX_BATCH = 32;
 
 /** A decision waiting for the end of the event-loop turn. */
 interface Pending {
-  keys: string[];
-  /** Its ARGV part: k, n, cost, extra cost, then 3 per key. */
-  args: Array<string | number>;
   n: number;
   after: boolean;
   resolve(d: BucketDecision): void;
   reject(e: unknown): void;
+}
+
+/** One script call being filled: its keys and ARGV (the time, then each decision's part). */
+interface Batch {
+  keys: string[];
+  args: Array<string | number>;
+  pending: Pending[];
 }
 
 export interface RedisRateLimiterOptions {
@@ -263,34 +267,41 @@ export function createRedisRateLimiter(opts: RedisRateLimiterOptions | RateLimit
 
   // Batches (see above): the decisions of this event-loop turn, per tenant (one Cluster slot) and
   // injected time, sent by one setImmediate; the socket is corked while they are written.
-  const batches = new Map<string, Pending[]>();
+  const filling = new Map<string, Batch>();
+  const ready: Batch[] = [];
   let scheduled = false;
+  /** The batch a decision of `group` joins: the group's open one, or a new one once it is full. */
+  const batchFor = (group: string, now: string | number): Batch => {
+    let batch = filling.get(group);
+    if (batch === undefined || batch.pending.length === MAX_BATCH) {
+      batch = { keys: [], args: [now], pending: [] };
+      filling.set(group, batch);
+      ready.push(batch);
+    }
+    if (!scheduled) {
+      scheduled = true;
+      setImmediate(flush);
+    }
+    return batch;
+  };
   const flush = () => {
     scheduled = false;
     const socket = (redis as unknown as { stream?: Socket }).stream;
     const corked = socket?.writable === true ? socket : undefined;
     corked?.cork();
-    for (const [group, pending] of batches) {
-      const now = group.slice(0, group.indexOf("|"));
-      for (let from = 0; from < pending.length; from += MAX_BATCH) send(now, pending.slice(from, from + MAX_BATCH));
-    }
-    batches.clear();
+    for (const batch of ready) send(batch);
+    ready.length = 0;
+    filling.clear();
     corked?.uncork();
   };
-  const send = (now: string, batch: Pending[]) => {
-    const keys: string[] = [];
-    const args: Array<string | number> = [now];
-    for (const p of batch) {
-      for (const k of p.keys) keys.push(k);
-      for (const a of p.args) args.push(a);
-    }
+  const send = ({ keys, args, pending }: Batch) => {
     command(keys.length, ...keys, ...args).then(
       (out) => {
         let at = 0;
-        for (const p of batch) at = answer(p, out, at);
+        for (const p of pending) at = answer(p, out, at);
       },
       (e: unknown) => {
-        for (const p of batch) p.reject(e);
+        for (const p of pending) p.reject(e);
       },
     );
   };
@@ -329,15 +340,12 @@ export function createRedisRateLimiter(opts: RedisRateLimiterOptions | RateLimit
     return next;
   };
 
-  /** Writes a bucket's three arguments (see TAKE_TOKENS_LUA) at `at`. */
-  const putBucket = (args: Array<string | number>, at: number, b: BucketSpec) => {
-    args[at] = b.capacity;
+  /** Appends a bucket's three arguments (see TAKE_TOKENS_LUA). */
+  const putBucket = (args: Array<string | number>, b: BucketSpec) => {
     if (isStepped(b)) {
-      args[at + 1] = b.refillAmount as number;
-      args[at + 2] = Math.max(1, Math.round((b.refillIntervalMs as number) * 1000));
+      args.push(b.capacity, b.refillAmount as number, Math.max(1, Math.round((b.refillIntervalMs as number) * 1000)));
     } else {
-      args[at + 1] = b.refillPerSec;
-      args[at + 2] = 0;
+      args.push(b.capacity, b.refillPerSec, 0);
     }
   };
 
@@ -346,27 +354,15 @@ export function createRedisRateLimiter(opts: RedisRateLimiterOptions | RateLimit
       assertBuckets(buckets, cost);
       if (after !== undefined) assertAfter(after);
       const n = buckets.length;
-      const k = after === undefined ? n : n + 1;
-      const keys: string[] = new Array(k);
-      const args: Array<string | number> = new Array(4 + 3 * k);
-      for (let i = 0; i < n; i++) keys[i] = bucketKey(tenantId, (buckets[i] as BucketSpec).id);
-      if (after !== undefined) keys[n] = bucketKey(tenantId, after.bucket.id);
-      args[0] = k;
-      args[1] = n;
-      args[2] = cost;
-      args[3] = after === undefined ? 0 : after.cost;
-      for (let i = 0; i < n; i++) putBucket(args, 4 + 3 * i, buckets[i] as BucketSpec);
-      if (after !== undefined) putBucket(args, 4 + 3 * n, after.bucket);
-      const group = `${clock === undefined ? "" : Math.round(clock.now() * 1000)}|${tenantId}`;
+      const now = clock === undefined ? "" : Math.round(clock.now() * 1000);
+      const { keys, args, pending } = batchFor(`${now}|${tenantId}`, now);
+      for (const b of buckets) keys.push(bucketKey(tenantId, b.id));
+      if (after !== undefined) keys.push(bucketKey(tenantId, after.bucket.id));
+      args.push(after === undefined ? n : n + 1, n, cost, after === undefined ? 0 : after.cost);
+      for (const b of buckets) putBucket(args, b);
+      if (after !== undefined) putBucket(args, after.bucket);
       return new Promise<BucketDecision>((resolve, reject) => {
-        const pending: Pending = { keys, args, n, after: after !== undefined, resolve, reject };
-        const batch = batches.get(group);
-        if (batch === undefined) batches.set(group, [pending]);
-        else batch.push(pending);
-        if (!scheduled) {
-          scheduled = true;
-          setImmediate(flush);
-        }
+        pending.push({ n, after: after !== undefined, resolve, reject });
       });
     },
     async close() {
